@@ -1,0 +1,1 @@
+"""tinyvr.data.synthetic"""
