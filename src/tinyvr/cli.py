@@ -1,0 +1,217 @@
+"""The `tinyvr` command. Heavy libraries are imported inside each subcommand so that
+`tinyvr --help` answers at once (importing transformers costs ~9 s on a small CPU)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tinyvr import __version__
+
+
+def _cmd_init_model(a):
+    from tinyvr.recipes.common import init_model_folder
+
+    path = init_model_folder(a.preset, a.out, seed=a.seed)
+    print(f"wrote a randomly initialised '{a.preset}' model to {path}")
+
+
+def _cmd_infer(a):
+    from tinyvr.recipes.infer import infer
+
+    print(infer(model_dir=a.model, video=a.video, question=a.question, options=a.options, mode=a.mode,
+                max_new_tokens=a.max_new_tokens, temperature=a.temperature, seed=a.seed,
+                num_frames=a.num_frames))
+
+
+def _cmd_data_synth(a):
+    from tinyvr.data.synthetic import generate_dataset, parse_sizes
+
+    sizes = parse_sizes(a.sizes) if a.sizes else None
+    manifest = generate_dataset(a.out, seed=a.seed, sizes=sizes, workers=a.workers,
+                                frame_size=a.frame_size, progress=not a.quiet)
+    counts = manifest.get("counts", {})
+    print(f"wrote {a.out}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+
+
+def _cmd_train(a):
+    from tinyvr.config import load_config
+    from tinyvr.recipes import run_stage
+
+    cfg = load_config(a.config, a.overrides)
+    if cfg.stage != a.stage and not (a.stage == "coldstart" and cfg.stage == "sft"):
+        from tinyvr.errors import ConfigError
+
+        raise ConfigError(f"{a.config}: stage is '{cfg.stage}' but the command asked for '{a.stage}'")
+    run_stage(cfg, resume=a.resume)
+
+
+def _cmd_validate(a):
+    from tinyvr.recipes.validate import validate_run
+
+    report = validate_run(a.config, a.overrides, data=a.data)
+    print(report)
+
+
+def _cmd_eval(a):
+    from tinyvr.recipes.evaluate import evaluate_cli
+
+    evaluate_cli(a)
+
+
+def _cmd_report(a):
+    from pathlib import Path
+
+    from tinyvr.eval.report import render_report
+
+    runs = [Path(r) for r in a.runs]
+    out = Path(a.out) if a.out else runs[0] / "report.md"
+    print(f"wrote {render_report(runs, out)}")
+
+
+def _cmd_demo(a):
+    from tinyvr.recipes.demo import run_demo
+
+    run_demo(out=a.out, ablations=a.ablations, seeds=a.seeds, seed=a.seed, fresh=a.fresh,
+             config_dir=a.config_dir, overrides=a.overrides)
+
+
+def _cmd_convert(a):
+    from tinyvr.model.reference import convert
+
+    print(convert(a.src, a.dst, to=a.to))
+
+
+def _cmd_estimate_memory(a):
+    from tinyvr.recipes.memory import estimate_memory_cli
+
+    print(estimate_memory_cli(a.config, a.overrides, gpus=a.gpus, zero=a.zero, gpu_memory_gb=a.gpu_gb))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tinyvr",
+        description="Teach small video-language models to reason about video with GRPO "
+        "(TinyLLaVA-Video-R1, re-implemented).",
+    )
+    p.add_argument("--version", action="version", version=f"tinyvr {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("demo", help="the whole study on the embedded default: data, SFT, cold start, GRPO, eval, report")
+    s.add_argument("--out", default="runs/demo")
+    s.add_argument("--config-dir", default="", help="stage configs (default: the packaged tiny configs)")
+    s.add_argument("--ablations", action="store_true", help="also run the paper's ablations")
+    s.add_argument("--seeds", type=int, default=1, help="seeds for the GRPO stage and ablations")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--fresh", action="store_true", help="ignore finished stages and start over")
+    s.add_argument("overrides", nargs="*", help="dotted overrides applied to every stage")
+    s.set_defaults(func=_cmd_demo)
+
+    s = sub.add_parser("init-model", help="write a randomly initialised model folder")
+    s.add_argument("--preset", default="tiny")
+    s.add_argument("--out", required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_cmd_init_model)
+
+    s = sub.add_parser("infer", help="answer a question about one video")
+    s.add_argument("--model", required=True)
+    s.add_argument("--video", required=True)
+    s.add_argument("--question", required=True)
+    s.add_argument("--options", nargs="*", default=None, help='e.g. "A. red" "B. blue"')
+    s.add_argument("--mode", choices=["option", "reason"], default="reason")
+    s.add_argument("--max-new-tokens", type=int, default=256)
+    s.add_argument("--temperature", type=float, default=0.0)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--num-frames", type=int, default=0)
+    s.set_defaults(func=_cmd_infer)
+
+    s = sub.add_parser("data", help="datasets")
+    dsub = s.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
+    d = dsub.add_parser("synth", help="generate the synthetic video-reasoning dataset (.mp4 + json)")
+    d.add_argument("--out", required=True)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--sizes", default="", help="e.g. pretrain=800,sft=2000,rl=600,test=200,test_heldout=200")
+    d.add_argument("--workers", type=int, default=None)
+    d.add_argument("--frame-size", type=int, default=64)
+    d.add_argument("--quiet", action="store_true")
+    d.set_defaults(func=_cmd_data_synth)
+
+    s = sub.add_parser("train", help="run one training stage from a YAML config")
+    s.add_argument("stage", choices=["pretrain", "sft", "coldstart", "grpo"])
+    s.add_argument("--config", required=True)
+    s.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    s.add_argument("overrides", nargs="*", help="dotted overrides, e.g. rl.beta=0.04")
+    s.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser("validate", help="check a config (and its data) before training")
+    s.add_argument("--config", required=True)
+    s.add_argument("--data", default=None, help="data file to check instead of the config's")
+    s.add_argument("overrides", nargs="*")
+    s.set_defaults(func=_cmd_validate)
+
+    s = sub.add_parser("eval", help="evaluate a model on a benchmark")
+    s.add_argument("--model", required=True)
+    s.add_argument("--task", required=True, choices=["mvbench", "videomme", "mlvu", "mmvu", "synthetic"])
+    s.add_argument("--data-root", required=True)
+    s.add_argument("--split", default="test", help="synthetic: test or test_heldout")
+    s.add_argument("--mode", choices=["option", "reason"], default="reason")
+    s.add_argument("--num-frames", type=int, default=0, help="0 = the model's own")
+    s.add_argument("--temperature", type=float, default=0.0)
+    s.add_argument("--max-new-tokens", type=int, default=0, help="0 = mode default")
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--limit", type=int, default=0)
+    s.add_argument("--extraction", choices=["strict", "reference"], default="strict")
+    s.add_argument("--out", default="")
+    s.set_defaults(func=_cmd_eval)
+
+    s = sub.add_parser("report", help="markdown report with plots for one run or several")
+    s.add_argument("runs", nargs="+")
+    s.add_argument("--out", default="")
+    s.set_defaults(func=_cmd_report)
+
+    s = sub.add_parser("convert", help="convert between the reference TinyLLaVA layout and tinyvr's")
+    s.add_argument("src")
+    s.add_argument("dst")
+    s.add_argument("--to", choices=["tinyvr", "reference"], default="tinyvr")
+    s.set_defaults(func=_cmd_convert)
+
+    s = sub.add_parser("estimate-memory", help="estimate per-GPU memory of a training config")
+    s.add_argument("--config", required=True)
+    s.add_argument("--gpus", type=int, default=8)
+    s.add_argument("--zero", type=int, default=3, choices=[0, 1, 2, 3])
+    s.add_argument("--gpu-gb", type=float, default=80.0)
+    s.add_argument("overrides", nargs="*")
+    s.set_defaults(func=_cmd_estimate_memory)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0 if args.command is None else 2
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except Exception as e:  # one clear line unless --debug
+        from tinyvr.errors import TinyVRError
+
+        if args.debug:
+            raise
+        if isinstance(e, TinyVRError):
+            print(f"error: {e}", file=sys.stderr)
+        elif isinstance(e, (FileNotFoundError, IsADirectoryError, PermissionError)):
+            print(f"error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        else:
+            print(f"error: {type(e).__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

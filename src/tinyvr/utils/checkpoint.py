@@ -1,0 +1,124 @@
+"""Atomic training checkpoints for exact resume.
+
+Layout under `<run>/checkpoints/`:
+    step_000040/           one complete checkpoint (written as `.tmp-*` then renamed)
+        model/             HF-style folder (config.json, model.safetensors, tokenizer files)
+        trainer_state.pt   optimizer, scheduler, RNG states, data position, step (tensors only)
+        DONE               marker written last, inside the temporary folder
+    latest                 text file naming the newest complete checkpoint
+
+A rename is atomic on POSIX: a kill at any moment leaves either the previous checkpoint set or the
+new one, never a half-written folder that resume would pick up. Stale `.tmp-*` folders are removed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from tinyvr.errors import CheckpointError
+
+
+def _to_safe(obj):
+    """Convert numpy arrays (numpy RNG state) so `torch.load(weights_only=True)` accepts them."""
+    if isinstance(obj, np.ndarray):
+        return {"__ndarray__": torch.from_numpy(obj.copy()), "dtype": str(obj.dtype)}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_to_safe(o) for o in obj]}
+    if isinstance(obj, list):
+        return [_to_safe(o) for o in obj]
+    if isinstance(obj, dict):
+        return {k: _to_safe(v) for k, v in obj.items()}
+    return obj
+
+
+def _from_safe(obj):
+    if isinstance(obj, dict):
+        if "__ndarray__" in obj:
+            return obj["__ndarray__"].numpy().astype(obj["dtype"])
+        if "__tuple__" in obj:
+            return tuple(_from_safe(o) for o in obj["__tuple__"])
+        return {k: _from_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_from_safe(o) for o in obj]
+    return obj
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+class CheckpointManager:
+    def __init__(self, run_dir: str | Path, keep: int = 2):
+        self.root = Path(run_dir) / "checkpoints"
+        self.keep = keep
+
+    def save(self, step: int, save_model: Callable[[Path], None], state: dict) -> Path:
+        """Write checkpoint `step`: `save_model(folder)` writes the model, `state` the rest."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        final = self.root / f"step_{step:06d}"
+        tmp = self.root / f".tmp-step_{step:06d}-{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        try:
+            save_model(tmp / "model")
+            torch.save(_to_safe(state), tmp / "trainer_state.pt")
+            (tmp / "DONE").write_text(str(step))
+            _fsync_dir(tmp)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            latest_tmp = self.root / f".latest-{os.getpid()}"
+            latest_tmp.write_text(final.name)
+            os.replace(latest_tmp, self.root / "latest")
+            _fsync_dir(self.root)
+        except BaseException as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(e, OSError):
+                raise CheckpointError(
+                    f"could not write checkpoint {final} ({e}); the previous checkpoint is intact"
+                ) from e
+            raise
+        self._prune()
+        return final
+
+    def _complete(self) -> list[Path]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p for p in self.root.glob("step_*") if (p / "DONE").is_file())
+
+    def _prune(self) -> None:
+        for p in self._complete()[: -self.keep]:
+            shutil.rmtree(p, ignore_errors=True)
+        for p in self.root.glob(".tmp-*"):
+            shutil.rmtree(p, ignore_errors=True)
+
+    def latest(self) -> Path | None:
+        """The newest complete checkpoint, or None."""
+        pointer = self.root / "latest"
+        if pointer.is_file():
+            p = self.root / pointer.read_text().strip()
+            if (p / "DONE").is_file():
+                return p
+        done = self._complete()
+        return done[-1] if done else None
+
+    @staticmethod
+    def load_state(ckpt: Path) -> dict:
+        path = Path(ckpt) / "trainer_state.pt"
+        if not path.is_file():
+            raise CheckpointError(f"{ckpt}: no trainer_state.pt (incomplete checkpoint)")
+        return _from_safe(torch.load(path, map_location="cpu", weights_only=True))

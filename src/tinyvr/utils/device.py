@@ -1,0 +1,48 @@
+"""Device, dtype and thread choice: made once, here, never inside a training loop."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from tinyvr.errors import ConfigError
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            rank = int(os.environ.get("LOCAL_RANK", 0))
+            return torch.device("cuda", rank)
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"run.device: {name!r} is not a device (use auto, cpu, cuda, cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"run.device: {name!r} asked for but CUDA is not available")
+    return dev
+
+
+def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    """auto: bf16 on CUDA, fp32 on CPU (CPUs without bf16 units run bf16 70-90x slower)."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if name not in _DTYPES:
+        raise ConfigError(f"model.dtype: {name!r} is not one of auto, {', '.join(_DTYPES)}")
+    return _DTYPES[name]
+
+
+def set_threads(threads: int = 0) -> int:
+    """Use all cores by default (intra-op); returns the number set."""
+    if threads:
+        n = threads
+    elif hasattr(os, "sched_getaffinity"):
+        n = len(os.sched_getaffinity(0))
+    else:
+        n = os.cpu_count() or 1
+    n = max(1, n // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
+    torch.set_num_threads(n)
+    return n
