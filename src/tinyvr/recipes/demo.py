@@ -1,0 +1,250 @@
+"""`tinyvr demo`: the TinyLLaVA-Video-R1 study, small, on one CPU machine.
+
+    synthetic data -> tiny model + tokenizer -> pretrain -> SFT ("base") -> cold start (16) -> GRPO
+    -> evaluate SFT / ColdStart / R1 on test and test_heldout in option and reason modes
+    -> runs/demo/results.json and runs/demo/report.md (tables like the paper's, curves, reasoning)
+
+Each finished stage leaves its model folder; running the command again skips finished stages,
+resumes an interrupted one from its last checkpoint, and reuses finished evaluations.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+from tinyvr.utils.logging import banner, info
+
+PACKAGED_CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "tiny"
+STAGES = ("pretrain", "sft", "coldstart", "grpo")
+EVAL_STAGES = {"sft": "sft", "coldstart": "coldstart", "r1": "grpo"}  # paper row -> stage folder
+SPLITS = ("test", "test_heldout")
+MODES = ("option", "reason")
+ABLATIONS = {  # name -> GRPO overrides (the paper's ablations)
+    "full": [],
+    "no_coldstart": ["model.init_from={sft}"],
+    "no_length_reward": ["rl.continuous_length=false"],
+    "no_wrong_penalty": ["rl.wrong_penalty=false"],
+    "no_noise": ["rl.noise_std=0.0"],
+}
+DEMO_SIZES = {"pretrain": 1600, "sft": 2400, "rl": 800, "test": 200, "test_heldout": 200}
+
+
+def _config_dir(config_dir: str) -> Path:
+    d = Path(config_dir) if config_dir else PACKAGED_CONFIGS
+    if not (d / "grpo.yaml").is_file():
+        from tinyvr.errors import ConfigError
+
+        raise ConfigError(f"--config-dir {d}: no stage configs (pretrain/sft/coldstart/grpo.yaml) there")
+    return d
+
+
+def stage_overrides(stage: str, out: Path, data: Path, seed: int) -> list[str]:
+    prev = {"pretrain": out / "init", "sft": out / "pretrain" / "model",
+            "coldstart": out / "sft" / "model", "grpo": out / "coldstart" / "model"}[stage]
+    train_file = {"pretrain": "pretrain.json", "sft": "sft.json", "coldstart": "coldstart-16.json",
+                  "grpo": "rl.jsonl"}[stage]
+    return [f"run.output_dir={out / stage}", f"run.seed={seed}", f"model.init_from={prev}",
+            f"data.train_file={data / train_file}", f"data.video_root={data}",
+            f"data.eval_file={'' if stage == 'pretrain' else data / 'test.jsonl'}",
+            "run.save_every=20"]
+
+
+def _done(folder: Path) -> bool:
+    return (folder / "model" / "config.json").is_file() and (folder / "model" / "DONE").is_file()
+
+
+def run_stage_once(stage: str, cfg_dir: Path, overrides: list[str]) -> Path:
+    """Train one stage unless its model folder is already complete; resume if interrupted."""
+    from tinyvr.config import load_config
+    from tinyvr.recipes import run_stage
+
+    cfg = load_config(cfg_dir / f"{stage}.yaml", overrides)
+    folder = Path(cfg.run.output_dir)
+    if _done(folder):
+        info(f"{stage}: done already ({folder / 'model'})")
+        return folder / "model"
+    t0 = time.time()
+    final = run_stage(cfg, resume=True)
+    (Path(final) / "DONE").write_text(f"{time.time() - t0:.1f}\n")
+    info(f"{stage}: finished in {time.time() - t0:.0f} s")
+    return Path(final)
+
+
+def evaluate_stage(model_dir: Path, data: Path, out: Path, *, seed: int, cfg) -> dict:
+    """{split: {mode: accuracy}} plus reasoning stats, reusing finished results."""
+    from tinyvr.recipes.common import load_model
+    from tinyvr.recipes.evaluate import evaluate, load_items
+
+    model = processor = None
+    scores, reasoning = {}, {}
+    for split in SPLITS:
+        for mode in MODES:
+            target = out / f"{split}-{mode}"
+            if (target / "results.json").is_file():
+                r = json.loads((target / "results.json").read_text())
+            else:
+                if model is None:
+                    model, processor = load_model(model_dir)
+                task, items = load_items("synthetic", data, split=split)
+                r = evaluate(model, processor, task, items, mode, target, temperature=0.0,
+                             max_new_tokens=cfg.eval.max_new_tokens if mode == "reason" else cfg.eval.option_max_new_tokens,
+                             batch_size=cfg.eval.batch_size, seed=seed, extraction=cfg.eval.extraction,
+                             label=out.name, model_name=str(model_dir))
+            scores.setdefault(split, {})[mode] = r["scores"]["Avg"]
+            if mode == "reason" and r.get("reasoning"):
+                reasoning[split] = r["reasoning"]
+            info(f"{out.name} {split} {mode}: {r['scores']['Avg']:.3f}")
+    return {"scores": scores, "reasoning": reasoning}
+
+
+def run_demo(out: str = "runs/demo", *, ablations: bool = False, seeds: int = 1, seed: int = 0,
+             fresh: bool = False, config_dir: str = "", overrides: list[str] | None = None) -> Path:
+    from tinyvr.config import load_config
+    from tinyvr.data.synthetic import generate_dataset
+    from tinyvr.recipes.common import init_model_folder
+
+    t_start = time.time()
+    out = Path(out)
+    cfg_dir = _config_dir(config_dir)
+    overrides = list(overrides or [])
+    if fresh and out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    banner("1/6 synthetic video-reasoning data")
+    data = out / "data"
+    if not (data / "manifest.json").is_file():
+        generate_dataset(data, seed=seed, sizes=DEMO_SIZES)
+    manifest = json.loads((data / "manifest.json").read_text())
+    info(f"data: {manifest.get('counts')}")
+
+    banner("2/6 tiny model and tokenizer")
+    if not (out / "init" / "config.json").is_file():
+        corpus = _corpus(data)
+        init_model_folder("tiny", out / "init", seed=seed, corpus=corpus)
+    info(f"model folder: {out / 'init'}")
+
+    models = {}
+    for i, stage in enumerate(STAGES):
+        banner(f"{3 + (i >= 3)}/6 {stage}")
+        models[stage] = run_stage_once(stage, cfg_dir, stage_overrides(stage, out, data, seed) + overrides)
+
+    banner("5/6 evaluation: SFT / ColdStart / R1 x test / test_heldout x option / reason")
+    eval_cfg = load_config(cfg_dir / "grpo.yaml", overrides)
+    results, reasoning = {}, {}
+    for row, stage in EVAL_STAGES.items():
+        r = evaluate_stage(models[stage], data, out / "eval" / row, seed=seed, cfg=eval_cfg)
+        results[row], reasoning[row] = r["scores"], r["reasoning"]
+
+    ablation_summary = None
+    if ablations:
+        ablation_summary = run_ablations(out, data, cfg_dir, overrides, seeds=seeds, seed=seed, eval_cfg=eval_cfg)
+
+    banner("6/6 report")
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    summary = {"results": results, "reasoning": reasoning, "ablations": ablation_summary,
+               "wall_seconds": round(time.time() - t_start, 1), "seed": seed, "sizes": DEMO_SIZES}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    report = write_demo_report(out, results, reasoning, ablation_summary)
+    info(f"results: {out / 'results.json'}")
+    info(f"report:  {report}")
+    _print_table(results)
+    return report
+
+
+def _corpus(data: Path) -> list[str]:
+    """Tokenizer training text: the dataset's own questions, captions and reasoning."""
+    texts = []
+    for name in ("pretrain.json", "sft.json", "coldstart-16.json"):
+        p = data / name
+        if p.is_file():
+            for item in json.loads(p.read_text()):
+                texts.extend(turn["value"].replace("<image>", "") for turn in item["conversations"])
+    for name in ("rl.jsonl",):
+        p = data / name
+        if p.is_file():
+            for line in p.read_text().splitlines():
+                row = json.loads(line)
+                texts.append(row["problem"])
+                texts.append(row.get("reasoning", ""))
+    return texts
+
+
+def run_ablations(out: Path, data: Path, cfg_dir: Path, overrides, *, seeds: int, seed: int, eval_cfg) -> dict:
+    """GRPO variants from the same cold start (or SFT), several seeds; held-out reason accuracy."""
+    from tinyvr.recipes.common import load_model
+    from tinyvr.recipes.evaluate import evaluate, load_items
+    from tinyvr.utils.logging import read_jsonl
+
+    summary = {}
+    for name, extra in ABLATIONS.items():
+        accs, zero_std, lazy = [], [], []
+        for s in range(seed, seed + seeds):
+            folder = out / "ablations" / f"{name}-seed{s}"
+            ov = stage_overrides("grpo", out, data, s) + [f"run.output_dir={folder}", "data.eval_file="]
+            ov += [e.format(sft=out / "sft" / "model") for e in extra] + overrides
+            banner(f"ablation {name}, seed {s}")
+            model_dir = run_stage_once("grpo", cfg_dir, ov)
+            target = folder / "eval" / "test_heldout-reason"
+            if not (target / "results.json").is_file():
+                model, processor = load_model(model_dir)
+                task, items = load_items("synthetic", data, split="test_heldout")
+                evaluate(model, processor, task, items, "reason", target, temperature=0.0,
+                         max_new_tokens=eval_cfg.eval.max_new_tokens, batch_size=eval_cfg.eval.batch_size,
+                         seed=s, extraction=eval_cfg.eval.extraction, label=name, model_name=str(model_dir))
+            r = json.loads((target / "results.json").read_text())
+            accs.append(r["scores"]["Avg"])
+            lazy.append((r.get("reasoning") or {}).get("lazy_rate", float("nan")))
+            rows = read_jsonl(folder / "metrics.jsonl")
+            zero_std.append(statistics.mean(x.get("zero_std_frac", 0.0) for x in rows) if rows else float("nan"))
+        summary[name] = {"acc": accs, "acc_mean": statistics.mean(accs),
+                         "acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                         "zero_std_frac_mean": statistics.mean(zero_std), "lazy_rate_mean": statistics.mean(lazy)}
+    return summary
+
+
+def _print_table(results: dict) -> None:
+    print("\n" + f"{'model':<11}" + "".join(f"{s + '/' + m:>20}" for s in SPLITS for m in MODES))
+    for row, splits in results.items():
+        print(f"{row:<11}" + "".join(f"{100 * splits[s][m]:>20.1f}" for s in SPLITS for m in MODES))
+
+
+def write_demo_report(out: Path, results: dict, reasoning: dict, ablations: dict | None) -> Path:
+    from tinyvr.eval.report import render_report
+
+    names = {"sft": "TinyLLaVA-Video-SFT (tiny)", "coldstart": "TinyLLaVA-Video-ColdStart (tiny)",
+             "r1": "TinyLLaVA-Video-R1 (tiny)"}
+    lines = ["| Model | Answer type | test | test_heldout |", "|---|---|---|---|"]
+    for row in results:
+        for mode in MODES:
+            lines.append(f"| {names[row]} | {'Option' if mode == 'option' else 'Reason'} | "
+                         f"{100 * results[row]['test'][mode]:.1f} | {100 * results[row]['test_heldout'][mode]:.1f} |")
+    sections = [("Results (accuracy %, synthetic benchmark, greedy decoding)", "\n".join(lines))]
+    rl = ["| Model | split | mean thinking length (chars) | lazy rate | aha rate | revised rate |",
+          "|---|---|---|---|---|---|"]
+    for row, by_split in reasoning.items():
+        for split, st in by_split.items():
+            rl.append(f"| {names[row]} | {split} | {st.get('think_chars_mean', float('nan')):.0f} | "
+                      f"{st.get('lazy_rate', float('nan')):.2f} | {st.get('aha_rate', float('nan')):.2f} | "
+                      f"{st.get('revised_rate', float('nan')):.2f} |")
+    sections.append(("Reasoning statistics (reason mode)", "\n".join(rl)))
+    examples = []
+    for row, by_split in reasoning.items():
+        for ex in (by_split.get("test_heldout") or {}).get("examples", [])[:2]:
+            examples.append(f"- **{names[row]}**: {ex}")
+    if examples:
+        sections.append(("Aha-moment excerpts", "\n".join(examples)))
+    if ablations:
+        ab = ["| GRPO variant | held-out reason acc (mean ± std) | seeds | zero-std group fraction | lazy rate |",
+              "|---|---|---|---|---|"]
+        for name, s in ablations.items():
+            ab.append(f"| {name} | {100 * s['acc_mean']:.1f} ± {100 * s['acc_std']:.1f} | {len(s['acc'])} | "
+                      f"{s['zero_std_frac_mean']:.2f} | {s['lazy_rate_mean']:.2f} |")
+        sections.append(("Ablations", "\n".join(ab)))
+    runs = [out / s for s in ("grpo", "coldstart", "sft", "pretrain") if (out / s).is_dir()]
+    return render_report(runs, out / "report.md", extra_sections=sections)

@@ -1,0 +1,145 @@
+"""Evaluation: a task's items -> prompts (option or reason mode) -> batched generation -> answer
+extraction -> scores as the benchmark reports them, a settings card and per-item predictions.
+
+Every finished item is appended to `partial.jsonl` at once, so an interrupted evaluation resumes
+where it stopped. Greedy decoding at temperature 0 (the original ignored `--temperature 0` and
+sampled); sampling is seeded.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from tinyvr.data.feature_cache import VideoInputs
+from tinyvr.errors import TinyVRError
+from tinyvr.eval import metrics
+from tinyvr.eval.aha import analyze_reasoning, summarize
+from tinyvr.eval.extract import extract_choice
+from tinyvr.eval.tasks import get_task
+from tinyvr.rl.rollout import RolloutEngine, SamplingParams
+from tinyvr.utils.logging import info
+
+MODE_MAX_NEW_TOKENS = {"option": 8, "reason": 512}
+
+
+def evaluate(model, processor, task, items, mode: str, out_dir: str | Path, *, temperature: float = 0.0,
+             max_new_tokens: int = 0, batch_size: int = 16, seed: int = 0, extraction: str = "strict",
+             label: str | None = None, videos: VideoInputs | None = None, model_name: str = "",
+             progress: bool = True, extra_card: dict | None = None) -> dict:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    partial = out_dir / "partial.jsonl"
+    done = {}
+    if partial.exists():
+        for line in partial.read_text().splitlines():
+            try:
+                r = json.loads(line)
+                done[r["id"]] = r
+            except (json.JSONDecodeError, KeyError):
+                continue  # a line cut by a kill is redone
+    videos = videos or VideoInputs(model, processor)
+    engine = RolloutEngine(model, processor)
+    max_new = max_new_tokens or MODE_MAX_NEW_TOKENS[mode]
+    params = SamplingParams(num_generations=1, max_new_tokens=max_new, temperature=temperature,
+                            top_k=50 if temperature > 0 else 0, top_p=1.0)
+    gen = torch.Generator().manual_seed(seed)
+    todo = [it for it in items if it.id not in done]
+    was_training = model.training
+    model.eval()
+    bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=f"eval {task.name}/{mode}",
+               disable=not progress, dynamic_ncols=True, leave=False)
+    with open(partial, "a") as sink:
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start: start + batch_size]
+            ok, feats, records = [], [], []
+            for it in chunk:
+                try:
+                    feats.append(videos([it.video], [it.bound] if it.bound else None)["video_features"])
+                    ok.append(it)
+                except TinyVRError as e:  # counted wrong, and visible in counts.errors
+                    records.append({**it.to_record(), "pred": None, "correct": False, "guessed": False,
+                                    "error": str(e), "output": ""})
+            if ok:
+                prompts = [processor.encode_prompt(task.prompt(it, mode)) for it in ok]
+                with torch.no_grad():
+                    roll = engine.generate(prompts, model.connector(torch.cat(feats)), params, gen)
+                for it, text in zip(ok, roll.texts):
+                    rng = random.Random(f"{seed}:{it.id}")  # the reference's random fallback, seeded
+                    res = extract_choice(text, dict(zip(it.letters, it.options)), mode=extraction,
+                                         answer_format="tag" if mode == "reason" else "plain", rng=rng)
+                    records.append({**it.to_record(), "pred": res.letter, "correct": res.letter == it.answer,
+                                    "guessed": res.guessed, "unparseable": res.letter is None,
+                                    "error": None, "output": text})
+            for r in records:
+                sink.write(json.dumps(r, ensure_ascii=False) + "\n")
+                done[r["id"]] = r
+            sink.flush()
+            bar.update(len(chunk))
+    bar.close()
+    model.train(was_training)
+    records = [done[it.id] for it in items]
+    scores = task.aggregate(records)
+    reasoning = None
+    if mode == "reason":
+        stats = [analyze_reasoning(r["output"], letters=None) for r in records if not r.get("error")]
+        reasoning = summarize(stats)
+    card = metrics.results_card(
+        model=model_name or label or "model", task=task.name, mode=mode, num_frames=processor.num_frames,
+        decoding={"temperature": temperature, "max_new_tokens": max_new, "top_k": params.top_k,
+                  "top_p": params.top_p, "greedy": temperature <= 0, "extraction": extraction},
+        seed=seed, data_files=getattr(items, "files", []), frame_sampling="linspace",
+        extra=extra_card)
+    path = metrics.write_results(out_dir, scores, card, records, task=task.name, mode=mode, label=label,
+                                 skipped=getattr(items, "num_skipped", 0), reasoning=reasoning)
+    partial.unlink(missing_ok=True)
+    return json.loads(path.read_text())
+
+
+def load_items(task_name: str, data_root, *, split: str = "test", limit: int = 0):
+    task = get_task(task_name)
+    opts = {"split": split} if task_name == "synthetic" else {}
+    return task, task.load(data_root, limit=limit or None, **opts)
+
+
+def quick_eval(model, processor, cfg, out_dir: Path, videos=None) -> dict:
+    """End-of-stage check on `data.eval_file` (synthetic jsonl), in the config's eval modes."""
+    eval_file = Path(cfg.data.eval_file)
+    task, items = load_items("synthetic", eval_file.parent, split=eval_file.stem, limit=cfg.data.eval_limit)
+    results = {}
+    for mode in cfg.eval.modes:
+        r = evaluate(model, processor, task, items, mode, out_dir / f"{eval_file.stem}-{mode}",
+                     temperature=cfg.eval.temperature,
+                     max_new_tokens=cfg.eval.max_new_tokens if mode == "reason" else cfg.eval.option_max_new_tokens,
+                     batch_size=cfg.eval.batch_size, seed=cfg.run.seed, extraction=cfg.eval.extraction,
+                     label=cfg.run.name, videos=videos, model_name=str(cfg.run.output_dir),
+                     progress=cfg.run.progress)
+        results[mode] = r["scores"]["Avg"]
+        info(f"{cfg.run.name} {eval_file.stem} {mode}: accuracy {r['scores']['Avg']:.3f} "
+             f"(unparseable {r['counts']['unparseable']}/{r['counts']['total']})")
+    return results
+
+
+def evaluate_cli(a) -> None:
+    from tinyvr.recipes.common import load_model
+    from tinyvr.utils.device import pick_device, pick_dtype, set_threads
+    from tinyvr.utils.seed import seed_everything
+
+    seed_everything(a.seed)
+    device = pick_device("auto")
+    if device.type == "cpu":
+        set_threads(0)
+    model, processor = load_model(a.model, device, pick_dtype("auto", device))
+    if a.num_frames:
+        processor.num_frames = a.num_frames
+    task, items = load_items(a.task, a.data_root, split=a.split, limit=a.limit)
+    out = Path(a.out or Path("runs/eval") / f"{Path(a.model).name}-{a.task}-{a.mode}")
+    r = evaluate(model, processor, task, items, a.mode, out, temperature=a.temperature,
+                 max_new_tokens=a.max_new_tokens, batch_size=a.batch_size, seed=a.seed,
+                 extraction=a.extraction, label=Path(a.model).name, model_name=str(a.model))
+    print(json.dumps({"scores": r["scores"], "counts": r["counts"]}, indent=2))
+    print(f"wrote {out / 'results.json'}")

@@ -1,0 +1,247 @@
+"""GRPO, the TinyLLaVA-Video-R1 recipe (configs/tiny/grpo.yaml, configs/tinyllava_video_r1/grpo.yaml).
+
+One step, as the paper describes it and as this file reads:
+
+    prompts -> encode videos once (frozen tower, cached) -> rollout: G completions per prompt
+    -> rewards (accuracy, format with length term, wrong-answer penalty) -> group advantages + noise
+    -> per-token loss with KL to the frozen reference -> backward, clip, step -> log, checkpoint
+
+Departures from the original, all configurable (spec section 10): several prompts per step; one
+batched generation per prompt group with the video encoded once; no reference pass when beta = 0;
+rewards that cannot be gamed (`rl.reward_compat: reference` restores the original's numbers).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from tinyvr.config import TrainConfig
+from tinyvr.data.datasets import BadSampleTracker, load_grpo_jsonl
+from tinyvr.data.feature_cache import VideoInputs
+from tinyvr.data.template import GRPO_QUESTION_TEMPLATE
+from tinyvr.errors import TinyVRError
+from tinyvr.model import set_trainable
+from tinyvr.recipes.common import (DataOrder, Timer, build_optimizer, build_scheduler, load_or_create,
+                                   save_model, setup_run, total_steps)
+from tinyvr.recipes.resume import restore_training, training_state
+from tinyvr.rl.advantages import group_advantages, zero_std_groups
+from tinyvr.rl.loss import mask_truncated, policy_loss
+from tinyvr.rl.policy import completion_logprobs
+from tinyvr.rl.rewards import get_reward_fn, tinyllava_r1_reward_breakdown
+from tinyvr.rl.rollout import RolloutEngine, SamplingParams
+from tinyvr.utils.distributed import average_gradients, barrier, reduce_metrics
+from tinyvr.utils.logging import JsonlWriter, banner, info
+
+
+def next_prompts(rows, order, videos, tracker, size):
+    """`size` prompts whose videos decode, with their frozen-tower features [P, N', C]."""
+    picked, feats = [], []
+    while len(picked) < size:
+        row = rows[order.next()]
+        try:
+            f = videos([row.video_path])["video_features"]
+        except TinyVRError as e:
+            tracker.bad(e)
+            info(f"skipped prompt {row.index}: {e}")
+            continue
+        tracker.ok()
+        picked.append(row)
+        feats.append(f)
+    return picked, torch.cat(feats)
+
+
+def compute_rewards(cfg: TrainConfig, texts, rows, G):
+    """Per-completion total reward and its components (lists of floats, len P*G)."""
+    columns = {k: [r.columns.get(k) for r in rows for _ in range(G)] for k in rows[0].columns}
+    columns["problem"] = [r.problem for r in rows for _ in range(G)]
+    solution = [r.solution for r in rows for _ in range(G)]
+    if cfg.rl.reward == "tinyllava_r1":
+        parts = tinyllava_r1_reward_breakdown(
+            texts, solution, compat=cfg.rl.reward_compat, length_scale=cfg.rl.length_scale,
+            wrong_penalty=cfg.rl.wrong_penalty, zero_value=cfg.rl.zero_value,
+            continuous_length=cfg.rl.continuous_length, **columns)
+    else:
+        parts = {"total": list(get_reward_fn(cfg.rl.reward)(texts, solution=solution, **columns))}
+    total = list(parts["total"])
+    for name in cfg.rl.extra_rewards:
+        extra = get_reward_fn(name)(texts, solution=solution, **columns)
+        parts[name] = list(extra)
+        total = [t + e for t, e in zip(total, extra)]
+    parts["total"] = total
+    return parts
+
+
+def grpo_update(model, ref_model, batch, adv, mask, cfg: TrainConfig, optimizer, scheduler, ctx, timer):
+    """rl.num_iterations optimizer steps on one batch of rollouts; returns the last step's metrics."""
+    feats, p_ids, p_mask, c_ids = batch
+    G = cfg.rollout.num_generations
+    ref_logp = old_logp = None
+    if cfg.rl.beta > 0:
+        with timer("reference"), torch.no_grad():
+            ref_embeds = ref_model.connector(feats).repeat_interleave(G, 0)
+            ref_logp, _ = completion_logprobs(ref_model, p_ids, p_mask, ref_embeds, c_ids, mask)
+    if cfg.rl.num_iterations > 1:
+        with torch.no_grad():
+            old_embeds = model.connector(feats).repeat_interleave(G, 0)
+            old_logp, _ = completion_logprobs(model, p_ids, p_mask, old_embeds, c_ids, mask)
+    metrics = {}
+    for _ in range(cfg.rl.num_iterations):
+        with timer("policy"):
+            embeds = model.connector(feats).repeat_interleave(G, 0)  # [P*G, N, D], grad to connector
+            logp, entropy = completion_logprobs(model, p_ids, p_mask, embeds, c_ids, mask, with_entropy=True)
+            loss, metrics = policy_loss(
+                logp, adv, mask, old_logp=old_logp, ref_logp=ref_logp, beta=cfg.rl.beta,
+                kl_estimator=cfg.rl.kl_estimator, kl_clamp=cfg.rl.kl_clamp, eps_low=cfg.rl.eps_low,
+                eps_high=cfg.rl.eps_high, aggregation=cfg.rl.loss_aggregation,
+                max_completion_length=cfg.rollout.max_new_tokens)
+            metrics["entropy"] = float(entropy)
+            if not torch.isfinite(loss):
+                metrics["nonfinite_loss"] = 1
+                optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+                continue
+            loss.backward()
+            average_gradients(model, ctx.dist)
+            params = [p for p in model.parameters() if p.requires_grad]
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                params, cfg.optim.max_grad_norm if cfg.optim.max_grad_norm > 0 else math.inf)
+            metrics["grad_norm"] = float(grad_norm)
+            if torch.isfinite(grad_norm):
+                optimizer.step()
+            else:
+                metrics["nonfinite_loss"] = 1
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+    return metrics
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> Path:
+    ctx = setup_run(cfg)
+    banner(f"grpo: {cfg.run.name}")
+    model, processor = load_or_create(cfg, ctx)
+    set_trainable(model, cfg.model.trainable)
+    ref_model = None
+    if cfg.rl.beta > 0:  # frozen copy of the starting policy; none at all when beta = 0
+        ref_model = copy.deepcopy(model).eval()
+        ref_model.requires_grad_(False)
+    rows, bad_rows = load_grpo_jsonl(cfg.data.train_file, cfg.data.video_root,
+                                     allow_outside_root=cfg.data.allow_outside_root)
+    for err in bad_rows:
+        info(f"skipped row: {err}")
+    if cfg.data.limit:
+        rows = rows[: cfg.data.limit]
+    tracker = BadSampleTracker(cfg.data.max_bad_fraction, initial_bad=len(bad_rows))
+    tracker.check()
+    videos = VideoInputs(model, processor, cache=cfg.data.cache_features)
+    engine = RolloutEngine(model, processor)
+    G = cfg.rollout.num_generations
+    sampling = SamplingParams(num_generations=G, max_new_tokens=cfg.rollout.max_new_tokens,
+                              temperature=cfg.rollout.temperature, top_k=cfg.rollout.top_k,
+                              top_p=cfg.rollout.top_p, token_budget=cfg.rollout.token_budget)
+    steps = total_steps(cfg, len(rows), ctx.dist.world_size)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, steps * cfg.rl.num_iterations)
+    order = DataOrder(len(rows), cfg.run.seed, ctx.dist.rank, ctx.dist.world_size)
+    start = 0
+    if resume and (ckpt := ctx.ckpt.latest()) is not None:
+        start = restore_training(ckpt, model, optimizer, scheduler, order, tracker, ctx)
+        info(f"resumed from {ckpt} at step {start}")
+    ctx.logger.truncate_after(start)
+    rollout_log = JsonlWriter(ctx.out_dir / "rollouts.jsonl", enabled=ctx.is_main and cfg.run.rollout_log_every > 0)
+    info(f"{len(rows)} prompts, {steps} steps x {cfg.optim.batch_size} prompts x {G} completions"
+         f" x {ctx.dist.world_size} ranks; beta={cfg.rl.beta}, noise={cfg.rl.noise_std}")
+
+    timer = Timer()
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc="grpo",
+               disable=not (cfg.run.progress and ctx.is_main), dynamic_ncols=True)
+    for step in bar:
+        t0 = time.perf_counter()
+        # 1-2. prompts and their videos, encoded once by the frozen tower
+        with timer("encode"):
+            rows_b, feats = next_prompts(rows, order, videos, tracker, cfg.optim.batch_size)
+        prompt_ids = [processor.encode_prompt(GRPO_QUESTION_TEMPLATE.format(Question=r.problem)) for r in rows_b]
+        # 3. rollout: one prefill per prompt, KV cache expanded xG, batched decode
+        model.eval()
+        with timer("rollout"), torch.no_grad():
+            roll = engine.generate(prompt_ids, model.connector(feats), sampling, ctx.generator)
+        model.train()
+        # 4-5. rewards and group advantages (+ noise so equal-reward groups still give a signal)
+        parts = compute_rewards(cfg, roll.texts, rows_b, G)
+        rewards = torch.tensor(parts["total"], dtype=torch.float32)
+        adv = group_advantages(rewards, G, scale=cfg.rl.scale_rewards, eps=cfg.rl.adv_eps,
+                               noise_std=cfg.rl.noise_std, generator=ctx.generator)
+        zero_std = zero_std_groups(rewards, G)
+        mask = roll.completion_mask
+        if cfg.rl.mask_truncated:
+            mask = mask_truncated(mask, roll.truncated)
+        keep = torch.arange(len(rows_b))
+        if cfg.rl.zero_std_groups == "filter":  # DAPO dynamic sampling: drop groups without signal
+            keep = (~zero_std).nonzero().squeeze(-1)
+        # 6. loss and update on the kept groups
+        upd = {}
+        if len(keep) and mask.sum() > 0:
+            rows_idx = (keep[:, None] * G + torch.arange(G)).reshape(-1)
+            batch_p = processor.collate([{"input_ids": prompt_ids[i]} for i in keep.tolist()], padding_side="left")
+            dev = ctx.device
+            batch = (feats[keep], batch_p["input_ids"].repeat_interleave(G, 0).to(dev),
+                     batch_p["attention_mask"].repeat_interleave(G, 0).to(dev), roll.completion_ids[rows_idx].to(dev))
+            upd = grpo_update(model, ref_model, batch, adv[rows_idx].to(dev), mask[rows_idx].to(dev),
+                              cfg, optimizer, scheduler, ctx, timer)
+        else:
+            for _ in range(cfg.rl.num_iterations):
+                scheduler.step()
+            upd["skipped_update"] = 1
+        # 7. log
+        times = timer.pop()
+        lengths = roll.lengths.float()
+        metrics = {
+            "reward": rewards.mean().item(),
+            "reward_std": rewards.view(-1, G).std(1).mean().item(),
+            **{f"reward/{k}": sum(v) / len(v) for k, v in parts.items() if k != "total"},
+            "accuracy": sum(parts.get("accuracy", [0.0])) / max(1, len(parts.get("accuracy", [0.0]))),
+            "format_rate": sum(f > 0 for f in parts.get("format", [])) / max(1, len(parts.get("format", [1]))),
+            "completion_length": lengths.mean().item(),
+            "truncated_frac": roll.truncated.float().mean().item(),
+            "zero_std_frac": zero_std.float().mean().item(),
+            "lr": scheduler.get_last_lr()[0],
+            "tokens_per_s": roll.stats["new_tokens"] / max(times.get("rollout", 1e-9), 1e-9),
+            "bad_samples": tracker.num_bad,
+            **{f"time/{k}": v for k, v in times.items()},
+            "time/step": time.perf_counter() - t0,
+            **upd,
+        }
+        metrics = reduce_metrics(metrics, ctx.dist)
+        if (step + 1) % cfg.run.log_every == 0 or step + 1 == steps:
+            ctx.logger.log(step + 1, metrics)
+        bar.set_postfix(reward=f"{metrics['reward']:.2f}", acc=f"{metrics['accuracy']:.2f}",
+                        len=f"{metrics['completion_length']:.0f}")
+        if cfg.run.rollout_log_every and (step + 1) % cfg.run.rollout_log_every == 0:
+            for i, r in enumerate(rows_b):
+                sl = slice(i * G, (i + 1) * G)
+                rollout_log.write({"step": step + 1, "prompt_id": r.columns.get("id", r.index),
+                                   "solution": r.solution, "completions": roll.texts[sl],
+                                   "rewards": parts["total"][sl],
+                                   "accuracy": parts.get("accuracy", [None] * len(roll.texts))[sl]})
+        if cfg.run.save_every and (step + 1) % cfg.run.save_every == 0 and step + 1 < steps:
+            if ctx.is_main:
+                ctx.ckpt.save(step + 1, lambda d: save_model(model, processor, d),
+                              training_state(step + 1, optimizer, scheduler, order, tracker, ctx))
+            barrier(ctx.dist)
+    bar.close()
+    final = ctx.out_dir / "model"
+    if ctx.is_main:
+        save_model(model, processor, final)
+        info(f"saved {final}")
+        if cfg.data.eval_file:
+            from tinyvr.recipes.evaluate import quick_eval
+
+            quick_eval(model, processor, cfg, ctx.out_dir / "eval", videos=videos)
+    ctx.logger.close()
+    barrier(ctx.dist)
+    return final

@@ -1,0 +1,132 @@
+"""Supervised stages: pretrain (captions), SFT (option answers), cold start (reasoning samples).
+
+One loop, three configs (configs/tiny/{pretrain,sft,coldstart}.yaml): the stages differ only in
+their data and in which parts of the model train. Read top to bottom:
+
+    set up -> model -> data -> optimizer -> [resume] -> loop(batch, loss, step, log, checkpoint)
+    -> final model folder -> quick evaluation on a held-out slice
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from tinyvr.config import TrainConfig
+from tinyvr.data.datasets import BadSampleTracker, load_conversation_json
+from tinyvr.data.feature_cache import VideoInputs
+from tinyvr.errors import TinyVRError
+from tinyvr.model import set_trainable
+from tinyvr.recipes.common import (DataOrder, build_optimizer, build_scheduler, load_or_create,
+                                   log_line, save_model, setup_run, total_steps)
+from tinyvr.recipes.resume import load_model_weights, restore_training, training_state
+from tinyvr.utils.distributed import average_gradients, barrier, reduce_metrics
+from tinyvr.utils.logging import banner, info
+
+
+def next_batch(rows, order: DataOrder, processor, videos: VideoInputs, tracker: BadSampleTracker, size: int):
+    """`size` good samples as model inputs; bad ones are skipped, counted and named in the log."""
+    items, paths = [], []
+    while len(items) < size:
+        row = rows[order.next()]
+        try:
+            feats = videos([row.video_path])  # decode now: a bad video is skipped here
+            ids, labels = processor.encode_conversation(row.conversations)
+        except TinyVRError as e:
+            tracker.bad(e)
+            info(f"skipped sample {row.index}: {e}")
+            continue
+        tracker.ok()
+        items.append({"input_ids": ids, "labels": labels})
+        paths.append(row.video_path)
+    batch = processor.collate(items, padding_side="right")
+    batch.update(videos(paths))  # cached: no second decode
+    return batch
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> Path:
+    ctx = setup_run(cfg)
+    banner(f"{cfg.stage}: {cfg.run.name}")
+    model, processor = load_or_create(cfg, ctx)
+    set_trainable(model, cfg.model.trainable)
+    rows, bad_rows = load_conversation_json(cfg.data.train_file, cfg.data.video_root,
+                                            allow_outside_root=cfg.data.allow_outside_root)
+    for err in bad_rows:
+        info(f"skipped row: {err}")
+    if cfg.data.limit:
+        rows = rows[: cfg.data.limit]
+    tracker = BadSampleTracker(cfg.data.max_bad_fraction, initial_bad=len(bad_rows))
+    tracker.check()
+    videos = VideoInputs(model, processor, cache=cfg.data.cache_features)
+    steps = total_steps(cfg, len(rows), ctx.dist.world_size)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, steps)
+    order = DataOrder(len(rows), cfg.run.seed, ctx.dist.rank, ctx.dist.world_size)
+    start = 0
+    if resume and (ckpt := ctx.ckpt.latest()) is not None:
+        start = restore_training(ckpt, model, optimizer, scheduler, order, tracker, ctx)
+        info(f"resumed from {ckpt} at step {start}")
+    ctx.logger.truncate_after(start)
+    info(f"{len(rows)} samples, {steps} steps of {cfg.optim.batch_size}x{cfg.optim.grad_accum}"
+         f"x{ctx.dist.world_size}, trainable: {', '.join(cfg.model.trainable)}")
+
+    model.train()
+    skipped_updates = 0
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc=cfg.stage,
+               disable=not (cfg.run.progress and ctx.is_main), dynamic_ncols=True)
+    for step in bar:
+        loss_sum, tokens = 0.0, 0
+        for _ in range(cfg.optim.grad_accum):
+            batch = next_batch(rows, order, processor, videos, tracker, cfg.optim.batch_size)
+            out = model(**batch)
+            loss = out.loss / cfg.optim.grad_accum
+            if not torch.isfinite(loss):
+                skipped_updates += 1
+                optimizer.zero_grad(set_to_none=True)
+                break
+            loss.backward()
+            loss_sum += loss.item()
+            tokens += int((batch["labels"] != -100).sum())
+        else:
+            average_gradients(model, ctx.dist)
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                [p for p in model.parameters() if p.requires_grad],
+                cfg.optim.max_grad_norm if cfg.optim.max_grad_norm > 0 else math.inf)
+            if torch.isfinite(grad_norm):
+                optimizer.step()
+            else:
+                skipped_updates += 1
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            metrics = reduce_metrics({"loss": loss_sum, "grad_norm": grad_norm.item(),
+                                      "lr": scheduler.get_last_lr()[0], "target_tokens": tokens,
+                                      "bad_samples": tracker.num_bad, "skipped_updates": skipped_updates},
+                                     ctx.dist)
+            if (step + 1) % cfg.run.log_every == 0 or step + 1 == steps:
+                ctx.logger.log(step + 1, metrics)
+                bar.set_postfix(loss=f"{metrics['loss']:.3f}")
+        if not torch.isfinite(loss):
+            scheduler.step()
+        if cfg.run.save_every and (step + 1) % cfg.run.save_every == 0 and step + 1 < steps:
+            if ctx.is_main:
+                ctx.ckpt.save(step + 1, lambda d: save_model(model, processor, d),
+                              training_state(step + 1, optimizer, scheduler, order, tracker, ctx))
+            barrier(ctx.dist)
+    bar.close()
+    final = ctx.out_dir / "model"
+    if ctx.is_main:
+        save_model(model, processor, final)
+        info(f"saved {final}")
+        if cfg.data.eval_file:
+            from tinyvr.recipes.evaluate import quick_eval
+
+            quick_eval(model, processor, cfg, ctx.out_dir / "eval", videos=videos)
+    ctx.logger.close()
+    barrier(ctx.dist)
+    return final
+
+
+__all__ = ["train", "next_batch", "load_model_weights"]
