@@ -141,8 +141,9 @@ def load_or_create(cfg: TrainConfig, ctx: RunContext):
     if cfg.model.num_frames:
         processor.num_frames = cfg.model.num_frames
     processor.max_length = cfg.data.max_length
-    if cfg.model.gradient_checkpointing:
-        model.language_model.gradient_checkpointing_enable()
+    if cfg.model.gradient_checkpointing:  # renamed in transformers v5
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable()
     return model, processor
 
 
