@@ -1,0 +1,150 @@
+"""The embedded tokenizer (byte-level BPE trained here, deterministic) and tokenizer loading.
+
+The tiny tokenizer behaves like Qwen2.5's where it matters to the pipeline: the same pre-tokenizer
+split pattern (digits one by one, a leading space glued to the next word), byte-level so every
+text round-trips, no BOS, and `<|endoftext|>` as its only special token, serving as EOS and PAD.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Iterable
+
+from tinyvr.constants import EOS_TOKEN, IMAGE_TOKEN, IMAGE_TOKEN_INDEX
+from tinyvr.errors import CheckpointError
+
+DEFAULT_VOCAB_SIZE = 2048
+MODEL_MAX_LENGTH = 3072  # the reference's tokenizer_model_max_length
+
+# Qwen2's pre-tokenizer split pattern: contractions, words with one leading non-letter, single
+# digits, punctuation runs, newlines, whitespace.
+QWEN2_SPLIT_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+_COLOURS = ["red", "green", "blue", "yellow", "orange", "purple", "pink", "white", "black",
+            "gray", "brown", "cyan", "magenta"]
+_SHAPES = ["circle", "square", "triangle", "star", "rectangle", "diamond", "ball", "box",
+           "hexagon", "shape", "object", "dot"]
+_DIRECTIONS = ["left", "right", "up", "down", "top", "bottom", "center", "middle", "corner",
+               "upward", "downward", "leftward", "rightward", "clockwise", "counterclockwise"]
+_MOTION = ["moves", "moving", "moved", "bounces", "rotates", "spins", "stops", "appears",
+           "disappears", "changes", "collides", "hits", "touches", "grows", "shrinks", "stays",
+           "falls", "rises", "turns", "follows", "passes", "crosses", "enters", "leaves"]
+_TIME = ["first", "second", "third", "last", "before", "after", "then", "next", "finally",
+         "earlier", "later", "while", "during", "beginning", "end", "start", "frame", "frames",
+         "video", "clip", "time", "once", "twice", "again", "still", "until"]
+_COUNTS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+           "how", "many", "number", "count", "times", "more", "less", "fewer", "most", "least",
+           "same", "different", "each", "all", "none", "both"]
+_GLUE = ["the", "a", "an", "of", "to", "in", "on", "at", "and", "or", "is", "are", "was", "were",
+         "which", "what", "when", "where", "who", "does", "did", "do", "it", "its", "this", "that",
+         "with", "from", "into", "by", "not", "no", "yes", "so", "because", "answer", "question",
+         "option", "options", "correct", "wrong", "let", "me", "check", "wait", "think", "see",
+         "look", "looks", "seems", "therefore", "colour", "color", "size", "speed", "fast", "slow",
+         "fastest", "slowest", "biggest", "smallest", "large", "small", "direction", "position",
+         "happens", "happened", "event", "order", "sequence", "shown", "show", "scene", "man",
+         "woman", "person", "people", "animal", "dog", "cat", "car", "hand", "table", "room"]
+_LETTERS = ["A", "B", "C", "D", "E", "F"]
+
+
+def default_corpus() -> list[str]:
+    """Training text for the embedded tokenizer: template strings, tags and synthetic-task words."""
+    from tinyvr.data.template import OPTION_SUFFIX, REASON_SUFFIX, SYSTEM, build_prompt
+
+    texts = [SYSTEM, REASON_SUFFIX, OPTION_SUFFIX, "USER: ", " ASSISTANT: ", "ASSISTANT:",
+             "<think>", "</think>", "<answer>", "</answer>", "Options:", "Question:", "Answer:",
+             "0 1 2 3 4 5 6 7 8 9 10 11 12 16 20 30 32 64 100"]
+    texts += [f"{l}. " for l in _LETTERS] + [f"({l}) " for l in _LETTERS]
+    texts += [f"<answer>{l}</answer>" for l in _LETTERS] + [f"<answer> {l} </answer>" for l in _LETTERS]
+    words = _COLOURS + _SHAPES + _DIRECTIONS + _MOTION + _TIME + _COUNTS + _GLUE
+    texts.append(" ".join(words))
+    texts.append(" ".join(w.capitalize() for w in words))
+    # Sentences like the synthetic tasks' questions and reasoning, so whole words become tokens.
+    for (c, s), m, d in zip(itertools.product(_COLOURS, _SHAPES), itertools.cycle(_MOTION),
+                            itertools.cycle(_DIRECTIONS)):
+        texts.append(f"The {c} {s} {m} {d}. Which {s} {m} first? How many times does it {m.rstrip('s')}?")
+    options = "\n".join(f"{l}. {c} {s}" for l, c, s in zip(_LETTERS[:4], _COLOURS, _SHAPES))
+    question = f"Which object moves first?\nOptions:\n{options}"
+    texts.append(build_prompt(question + " " + REASON_SUFFIX,
+                              "<think>The red circle moves first, then the green square. Wait, let me "
+                              "check again. Yes.</think> <answer>A</answer>"))
+    texts.append(build_prompt(question + "\n" + OPTION_SUFFIX, "A"))
+    return texts
+
+
+def _pre_tokenizer():
+    from tokenizers import Regex, pre_tokenizers
+
+    return pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT_PATTERN), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+
+
+def build_tiny_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = DEFAULT_VOCAB_SIZE):
+    """Train a byte-level BPE tokenizer (deterministic) -> transformers PreTrainedTokenizerFast.
+
+    `vocab_size` is an upper bound: a small corpus stops earlier. `<|endoftext|>` is id 0 and the
+    only special token (EOS = PAD); no BOS and no unknown token (every byte has a token).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    texts = list(default_corpus() if corpus is None else corpus)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = _pre_tokenizer()
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[EOS_TOKEN], show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes: nothing is unknown
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return _finish(PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS_TOKEN, pad_token=EOS_TOKEN,
+                                           clean_up_tokenization_spaces=False))
+
+
+def _finish(tokenizer):
+    """Apply the pipeline's conventions: EOS = PAD = <|endoftext|>, right padding, no BOS."""
+    if tokenizer.convert_tokens_to_ids(EOS_TOKEN) in (None, tokenizer.unk_token_id):
+        raise CheckpointError(f"tokenizer has no '{EOS_TOKEN}' token (needed as EOS and PAD)")
+    tokenizer.eos_token = EOS_TOKEN
+    tokenizer.pad_token = EOS_TOKEN
+    tokenizer.padding_side = "right"
+    tokenizer.model_max_length = MODEL_MAX_LENGTH
+    return tokenizer
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model")
+
+
+def load_tokenizer(path):
+    """Load a saved tokenizer folder (ours, or a Qwen2.5 one) from disk only."""
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: tokenizer folder not found")
+    if not any((path / f).is_file() for f in _TOKENIZER_FILES):
+        raise CheckpointError(f"{path}: no tokenizer files (expected one of {', '.join(_TOKENIZER_FILES)})")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot load tokenizer ({e})") from e
+    return _finish(tokenizer)
+
+
+def tokenizer_image_token(prompt: str, tokenizer) -> list[int]:
+    """Ids of `prompt` with each `<image>` replaced by IMAGE_TOKEN_INDEX (-200) (§1.5).
+
+    Pieces between placeholders are tokenised separately, without added special tokens.
+    """
+    ids: list[int] = []
+    for i, piece in enumerate(prompt.split(IMAGE_TOKEN)):
+        if i:
+            ids.append(IMAGE_TOKEN_INDEX)
+        if piece:
+            ids.extend(tokenizer.encode(piece, add_special_tokens=False))
+    return ids
