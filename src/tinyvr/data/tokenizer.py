@@ -129,10 +129,18 @@ def load_tokenizer(path):
         raise CheckpointError(f"{path}: tokenizer folder not found")
     if not any((path / f).is_file() for f in _TOKENIZER_FILES):
         raise CheckpointError(f"{path}: no tokenizer files (expected one of {', '.join(_TOKENIZER_FILES)})")
+    from transformers.utils import logging as hf_logging
+
+    # AutoTokenizer also reads the folder's config.json (our model type, unknown to it) and warns
+    # about it; the tokenizer files are all it needs, so that warning is noise here
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{path}: cannot load tokenizer ({e})") from e
+    finally:
+        hf_logging.set_verbosity(level)
     return _finish(tokenizer)
 
 

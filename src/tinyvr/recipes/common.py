@@ -81,7 +81,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", dtype: torc
     if cfg.get("model_type") == "tinyllava":
         from tinyvr.model.reference import load_reference
 
-        model, processor = load_reference(path, dtype=dtype, tokenizer_dir=tokenizer_dir)
+        model, processor = load_reference(path, dtype=dtype, device=device, tokenizer_dir=tokenizer_dir)
     else:
         model = TinyVideoForConditionalGeneration.from_pretrained(path, dtype=dtype)
         processor = Processor.from_pretrained(tokenizer_dir or path)

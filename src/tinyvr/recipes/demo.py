@@ -29,7 +29,7 @@ ABLATIONS = {  # name -> GRPO overrides (the paper's ablations)
     "no_wrong_penalty": ["rl.wrong_penalty=false"],
     "no_noise": ["rl.noise_std=0.0"],
 }
-DEMO_SIZES = {"pretrain": 1600, "sft": 2400, "rl": 800, "test": 200, "test_heldout": 200}
+DEMO_SIZES = {"pretrain": 1000, "sft": 2000, "rl": 600, "test": 200, "test_heldout": 200, "coldstart": 16}
 
 
 def _config_dir(config_dir: str) -> Path:
