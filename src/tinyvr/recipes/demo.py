@@ -48,7 +48,7 @@ def stage_overrides(stage: str, out: Path, data: Path, seed: int) -> list[str]:
                   "grpo": "rl.jsonl"}[stage]
     return [f"run.output_dir={out / stage}", f"run.seed={seed}", f"model.init_from={prev}",
             f"data.train_file={data / train_file}", f"data.video_root={data}",
-            f"data.eval_file={'' if stage == 'pretrain' else data / 'test.jsonl'}",
+            "data.eval_file=",  # the demo evaluates every stage fully at the end
             "run.save_every=20"]
 
 
@@ -73,7 +73,7 @@ def run_stage_once(stage: str, cfg_dir: Path, overrides: list[str]) -> Path:
     return Path(final)
 
 
-def evaluate_stage(model_dir: Path, data: Path, out: Path, *, seed: int, cfg) -> dict:
+def evaluate_stage(model_dir: Path, data: Path, out: Path, *, seed: int, cfg, limit: int = 0) -> dict:
     """{split: {mode: accuracy}} plus reasoning stats, reusing finished results."""
     from tinyvr.recipes.common import load_model
     from tinyvr.recipes.evaluate import evaluate, load_items
@@ -88,7 +88,7 @@ def evaluate_stage(model_dir: Path, data: Path, out: Path, *, seed: int, cfg) ->
             else:
                 if model is None:
                     model, processor = load_model(model_dir)
-                task, items = load_items("synthetic", data, split=split)
+                task, items = load_items("synthetic", data, split=split, limit=limit)
                 r = evaluate(model, processor, task, items, mode, target, temperature=0.0,
                              max_new_tokens=cfg.eval.max_new_tokens if mode == "reason" else cfg.eval.option_max_new_tokens,
                              batch_size=cfg.eval.batch_size, seed=seed, extraction=cfg.eval.extraction,
@@ -101,7 +101,8 @@ def evaluate_stage(model_dir: Path, data: Path, out: Path, *, seed: int, cfg) ->
 
 
 def run_demo(out: str = "runs/demo", *, ablations: bool = False, seeds: int = 1, seed: int = 0,
-             fresh: bool = False, config_dir: str = "", overrides: list[str] | None = None) -> Path:
+             fresh: bool = False, config_dir: str = "", overrides: list[str] | None = None,
+             eval_limit: int = 0) -> Path:
     from tinyvr.config import load_config
     from tinyvr.data.synthetic import generate_dataset
     from tinyvr.recipes.common import init_model_folder
@@ -138,12 +139,13 @@ def run_demo(out: str = "runs/demo", *, ablations: bool = False, seeds: int = 1,
     eval_cfg = load_config(cfg_dir / "grpo.yaml", overrides)
     results, reasoning = {}, {}
     for row, stage in EVAL_STAGES.items():
-        r = evaluate_stage(models[stage], data, out / "eval" / row, seed=seed, cfg=eval_cfg)
+        r = evaluate_stage(models[stage], data, out / "eval" / row, seed=seed, cfg=eval_cfg, limit=eval_limit)
         results[row], reasoning[row] = r["scores"], r["reasoning"]
 
     ablation_summary = None
     if ablations:
-        ablation_summary = run_ablations(out, data, cfg_dir, overrides, seeds=seeds, seed=seed, eval_cfg=eval_cfg)
+        ablation_summary = run_ablations(out, data, cfg_dir, overrides, seeds=seeds, seed=seed, eval_cfg=eval_cfg,
+                                         limit=eval_limit)
 
     banner("6/6 report")
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -175,7 +177,8 @@ def _corpus(data: Path) -> list[str]:
     return texts
 
 
-def run_ablations(out: Path, data: Path, cfg_dir: Path, overrides, *, seeds: int, seed: int, eval_cfg) -> dict:
+def run_ablations(out: Path, data: Path, cfg_dir: Path, overrides, *, seeds: int, seed: int, eval_cfg,
+                  limit: int = 0) -> dict:
     """GRPO variants from the same cold start (or SFT), several seeds; held-out reason accuracy."""
     from tinyvr.recipes.common import load_model
     from tinyvr.recipes.evaluate import evaluate, load_items
@@ -193,7 +196,7 @@ def run_ablations(out: Path, data: Path, cfg_dir: Path, overrides, *, seeds: int
             target = folder / "eval" / "test_heldout-reason"
             if not (target / "results.json").is_file():
                 model, processor = load_model(model_dir)
-                task, items = load_items("synthetic", data, split="test_heldout")
+                task, items = load_items("synthetic", data, split="test_heldout", limit=limit)
                 evaluate(model, processor, task, items, "reason", target, temperature=0.0,
                          max_new_tokens=eval_cfg.eval.max_new_tokens, batch_size=eval_cfg.eval.batch_size,
                          seed=s, extraction=eval_cfg.eval.extraction, label=name, model_name=str(model_dir))
