@@ -24,7 +24,7 @@ Families (NextQA-like types in brackets):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -47,7 +47,7 @@ from .scene import (
     sample_indices,
     simulate,
 )
-from .text import cap, combo_name, constant_colour, direction, join, name, pick, quadrant, region, when
+from .text import cap, combo_name, direction, join, name, pick, quadrant, region, when
 
 FAMILIES: tuple[str, ...] = ("color", "direction", "position", "order", "count", "cause", "compare", "change")
 
@@ -82,7 +82,6 @@ class Candidate:
     track: Track
     view: SceneView
     qa: QA
-    meta: dict = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -207,11 +206,13 @@ def isolated(scene: Scene, track: Track, view: SceneView, t: int, i: int, gap: f
     """Object i is fully visible at frame t and at least `gap` px away from every other object."""
     if not track.present[t, i] or view.visible(t)[i] < 0.98:
         return False
-    return all(_gap_boxes(track, scene, t, i, k) >= gap for k in range(len(scene.objects)) if k != i and track.present[t, k])
+    return all(
+        _gap_boxes(track, scene, t, i, k) >= gap for k in range(len(scene.objects)) if k != i and track.present[t, k]
+    )
 
 
-def colour_event_sentence(rng, scene: Scene, track: Track, e) -> str:
-    w = cap(when(rng, e.t, scene.num_frames))
+def colour_event_sentence(rng, scene: Scene, track: Track, e, prev: int | None = None) -> str:
+    w = cap(when(rng, e.t, scene.num_frames, prev))
     if e.cause == "wall":
         verb = pick(rng, ("hits", "bounces off", "touches"))
         return f"{w}, it {verb} the {e.wall} wall and turns {e.colour}."
@@ -230,14 +231,16 @@ def shape_colours_ok(ctx: Ctx, shape: str) -> list[str]:
 # families
 
 
-def fam_color(rng: np.random.Generator, ctx: Ctx) -> Candidate | None:
+def fam_color(rng: np.random.Generator, ctx: Ctx, plan: dict) -> Candidate | None:
     S = ctx.frame_size
     fps, T = pick_clip(rng)
     n = int(rng.choice([1, 2, 3], p=[0.2, 0.45, 0.35]))
     mode = "bounce" if rng.random() < 0.5 else "pass"
     r = rng.random()
     trig = None if r < 0.15 else ("collide" if r < 0.45 and n >= 2 and mode == "bounce" else "wall")
-    idents = pick_identities(rng, ctx, [1 if trig is None else int(rng.integers(2, 4))] + [int(rng.integers(1, 3)) for _ in range(n - 1)])
+    idents = pick_identities(
+        rng, ctx, [1 if trig is None else int(rng.integers(2, 4))] + [int(rng.integers(1, 3)) for _ in range(n - 1)]
+    )
     objs = [make_obj(rng, ctx, idents[0], T, travel=(0.8, 2.5), trigger=trig)]
     objs += [random_other(rng, ctx, idents[k], T) for k in range(1, n)]
     scene = Scene(S, fps, T, objs, mode)
@@ -245,7 +248,7 @@ def fam_color(rng: np.random.Generator, ctx: Ctx) -> Candidate | None:
     if done is None:
         return None
     track, view = done
-    end = rng.random() < 0.7
+    end = plan["end"]
     tq = T - 1 if end else 0
     if not isolated(scene, track, view, tq, 0, 2 * ctx.u):
         return None
@@ -260,18 +263,24 @@ def fam_color(rng: np.random.Generator, ctx: Ctx) -> Candidate | None:
     shape = scene.objects[0].shape
     the = f"the {shape}"
     if end:
-        q = pick(rng, (
-            f"What colour is {the} at the end of the video?",
-            f"What is the colour of {the} in the last frames?",
-            f"Which colour does {the} have when the video ends?",
-            f"At the end of the clip, what colour is {the}?",
-        ))
+        q = pick(
+            rng,
+            (
+                f"What colour is {the} at the end of the video?",
+                f"What is the colour of {the} in the last frames?",
+                f"Which colour does {the} have when the video ends?",
+                f"At the end of the clip, what colour is {the}?",
+            ),
+        )
     else:
-        q = pick(rng, (
-            f"What colour is {the} at the start of the video?",
-            f"What colour is {the} when the video begins?",
-            f"In the first frames, what is the colour of {the}?",
-        ))
+        q = pick(
+            rng,
+            (
+                f"What colour is {the} at the start of the video?",
+                f"What colour is {the} when the video begins?",
+                f"In the first frames, what is the colour of {the}?",
+            ),
+        )
     own = [c for (_, _, c) in runs if c != ans]
     others = [c for o in scene.objects[1:] for c in o.colours if c != ans]
     rest = shuffled(rng, [c for c in shape_colours_ok(ctx, shape) if c != ans and c not in own and c not in others])
@@ -281,34 +290,41 @@ def fam_color(rng: np.random.Generator, ctx: Ctx) -> Candidate | None:
     ev = [pick(rng, (f"At the start {the} is {c0}.", f"In the first frames {the} is {c0}."))]
     changes = colour_events(track, 0)
     if end:
-        ev += [colour_event_sentence(rng, scene, track, e) for e in changes]
+        ev += [
+            colour_event_sentence(rng, scene, track, e, p.t if p else None) for p, e in zip([None] + changes, changes)
+        ]
         if not changes:
             ev.append("It keeps the same colour for the whole video.")
         ev.append(pick(rng, (f"In the last frame it is {ans}.", f"At the end it is {ans}.")))
         if changes:
-            check = f"Wait, it was {c0} at the beginning, but the question asks about the end, and at the end it is {ans}."
+            check = (
+                f"Wait, it was {c0} at the beginning, but the question asks about the end, and at the end it is {ans}."
+            )
         else:
-            check = f"Let me double-check: the very last frame still shows a {ans} {shape}."
+            check = f"Let me double-check: the very last frame still shows {combo_name(ans, shape, definite=False)}."
     else:
         if changes:
-            ev.append(f"Later it changes colour ({when(rng, changes[0].t, T)} it turns {changes[0].colour}), but the question asks about the start.")
+            ev.append(
+                f"Later it changes colour ({when(rng, changes[0].t, T)} it turns {changes[0].colour}), "
+                "but the question asks about the start."
+            )
             check = f"Let me double-check: in the very first frame the {shape} is {c0}, not {changes[0].colour}."
         else:
             ev.append("It keeps this colour for the whole video.")
-            check = f"Let me double-check: the first frame shows a {c0} {shape}."
+            check = f"Let me double-check: the first frame shows {combo_name(c0, shape, definite=False)}."
     qa = QA("color", "end" if end else "start", q, ans, distractors, ev, check)
     return Candidate(scene, track, view, qa)
 
 
-def fam_direction(rng: np.random.Generator, ctx: Ctx) -> Candidate | None:
+def fam_direction(rng: np.random.Generator, ctx: Ctx, plan: dict) -> Candidate | None:
     S = ctx.frame_size
     fps, T = pick_clip(rng)
-    n = int(rng.choice([1, 2, 3], p=[0.25, 0.45, 0.3]))
+    still = plan["still"]
+    n = int(rng.choice([2, 3])) if still else int(rng.choice([1, 2, 3], p=[0.25, 0.45, 0.3]))
     mode = "bounce" if rng.random() < 0.5 else "pass"
     idents = pick_identities(rng, ctx, [1] + [int(rng.integers(1, 3)) for _ in range(n - 1)])
     subj = make_obj(rng, ctx, idents[0], T)
     h = subj.size / 2.0
-    still = n >= 2 and rng.random() < 0.1
     if still:
         subj.vx = subj.vy = 0.0
         d = "it stays in place"
@@ -334,20 +350,28 @@ def fam_direction(rng: np.random.Generator, ctx: Ctx) -> Candidate | None:
         return None
     if still and not any(np.abs(track.pos[-1, k] - track.pos[0, k]).max() > 0.2 * S for k in range(1, n)):
         return None  # a "stays in place" answer needs something else that moves
-    if view.visible(0)[0] < 0.6 or view.visible(T - 1)[0] < 0.6:
-        return None
+    if not (isolated(scene, track, view, 0, 0, ctx.u) and isolated(scene, track, view, T - 1, 0, ctx.u)):
+        return None  # start and end positions are the evidence: keep them clean
     for k in VERIFY_NUM_FRAMES:
         idx = sample_indices(T, k)
         if sum(view.visible(int(t))[0] >= 0.4 for t in idx) < 0.75 * k:
             return None
     nm = name(scene, track, 0)
-    q = pick(rng, (
-        f"In which direction does {nm} move?",
-        f"Which way does {nm} move?",
-        f"Where does {nm} go during the video?",
-        f"How does {nm} move in the video?",
-    ))
-    opposite = {"to the left": "to the right", "to the right": "to the left", "upward": "downward", "downward": "upward"}
+    q = pick(
+        rng,
+        (
+            f"In which direction does {nm} move?",
+            f"Which way does {nm} move?",
+            f"Where does {nm} go during the video?",
+            f"How does {nm} move in the video?",
+        ),
+    )
+    opposite = {
+        "to the left": "to the right",
+        "to the right": "to the left",
+        "upward": "downward",
+        "downward": "upward",
+    }
     if still:
         distractors = shuffled(rng, list(DIRECTION_OPTIONS[:4]))
     else:
@@ -357,14 +381,22 @@ def fam_direction(rng: np.random.Generator, ctx: Ctx) -> Candidate | None:
         movers = [name(scene, track, k) for k in range(1, n)]
         ev = [
             f"In the first frame {nm} is {region(x0, y0, S)}.",
-            f"In the middle frames and in the last frame it is still at exactly the same spot, while {join(movers)} {'moves' if len(movers) == 1 else 'move'}.",
+            f"In the middle frames and in the last frame it is still at exactly the same spot, "
+            f"while {join(movers)} {'moves' if len(movers) == 1 else 'move'}.",
             "So it does not move at all.",
         ]
-        check = f"Let me double-check: its position in the first and the last frame is the same, so it stays in place."
+        check = "Let me double-check: its position in the first and the last frame is the same, so it stays in place."
     else:
-        further = {"to the right": "further to the right", "to the left": "further to the left", "upward": "higher up", "downward": "lower down"}[d]
+        further = {
+            "to the right": "further to the right",
+            "to the left": "further to the left",
+            "upward": "higher up",
+            "downward": "lower down",
+        }[d]
         ev = [
-            pick(rng, (f"In the first frame {nm} is {region(x0, y0, S)}.", f"At the start {nm} is {region(x0, y0, S)}.")),
+            pick(
+                rng, (f"In the first frame {nm} is {region(x0, y0, S)}.", f"At the start {nm} is {region(x0, y0, S)}.")
+            ),
             f"In the middle frames it is {further}, and in the last frame it is {region(x1, y1, S)}.",
             f"It keeps going the same way and never bounces, so it moves {d}.",
         ]
@@ -372,16 +404,16 @@ def fam_direction(rng: np.random.Generator, ctx: Ctx) -> Candidate | None:
     return Candidate(scene, track, view, QA("direction", "still" if still else "moving", q, d, distractors, ev, check))
 
 
-def fam_position(rng: np.random.Generator, ctx: Ctx) -> Candidate | None:
+def fam_position(rng: np.random.Generator, ctx: Ctx, plan: dict) -> Candidate | None:
     S, u = ctx.frame_size, ctx.u
     fps, T = pick_clip(rng)
     n = int(rng.choice([1, 2, 3], p=[0.25, 0.45, 0.3]))
     mode = "bounce" if rng.random() < 0.5 else "pass"
     trig = "wall" if rng.random() < 0.5 else None
     idents = pick_identities(rng, ctx, [1 if trig is None else 2] + [int(rng.integers(1, 3)) for _ in range(n - 1)])
-    end = rng.random() < 0.7
+    end = plan["end"]
     subj = make_obj(rng, ctx, idents[0], T, travel=(0.3, 2.0), trigger=trig)
-    if rng.random() < 0.15:  # aim at the centre
+    if plan["centre"]:  # aim at the centre
         cx, cy = (S / 2 + float(rng.uniform(-1.5, 1.5)) * u for _ in range(2))
         if end:
             subj.vx, subj.vy = (cx - subj.x) / (T - 1), (cy - subj.y) / (T - 1)
@@ -407,18 +439,24 @@ def fam_position(rng: np.random.Generator, ctx: Ctx) -> Candidate | None:
         return None
     nm = name(scene, track, 0)
     if end:
-        q = pick(rng, (
-            f"Where is {nm} at the end of the video?",
-            f"In which part of the frame is {nm} when the video ends?",
-            f"Where does {nm} end up?",
-            f"Where is {nm} in the last frame?",
-        ))
+        q = pick(
+            rng,
+            (
+                f"Where is {nm} at the end of the video?",
+                f"In which part of the frame is {nm} when the video ends?",
+                f"Where does {nm} end up?",
+                f"Where is {nm} in the last frame?",
+            ),
+        )
     else:
-        q = pick(rng, (
-            f"Where is {nm} at the start of the video?",
-            f"Where is {nm} in the first frame?",
-            f"In which part of the frame does {nm} start?",
-        ))
+        q = pick(
+            rng,
+            (
+                f"Where is {nm} at the start of the video?",
+                f"Where is {nm} in the first frame?",
+                f"In which part of the frame does {nm} start?",
+            ),
+        )
     if ans == "in the centre":
         distractors = shuffled(rng, list(POSITION_OPTIONS[:4]))
     else:
@@ -428,7 +466,10 @@ def fam_position(rng: np.random.Generator, ctx: Ctx) -> Candidate | None:
         distractors = shuffled(rng, near) + shuffled(rng, [f"in the {flip[vert]} {flip[hor]}", "in the centre"])
     if ans == "in the centre":
         where = "right in the middle of the frame, so it is in the centre"
-        check = "Let me double-check: it is neither clearly left nor clearly right of the middle, and neither above nor below it."
+        check = (
+            "Let me double-check: it is neither clearly left nor clearly right of the middle, "
+            "and neither above nor below it."
+        )
     else:
         vert, hor = ans.split()[2], ans.split()[3]
         half = "upper" if vert == "top" else "lower"
@@ -437,9 +478,14 @@ def fam_position(rng: np.random.Generator, ctx: Ctx) -> Candidate | None:
     d = direction(*track.vel[0, 0])
     walls = [e.wall for e in track.events_of(0, "wall")]
     if end:
-        ev = [f"At the start {nm} is {region(*track.pos[0, 0], S)}" + (f" and moves {d}." if d else " and stays still.")]
+        ev = [
+            f"At the start {nm} is {region(*track.pos[0, 0], S)}" + (f" and moves {d}." if d else " and stays still.")
+        ]
         if walls:
-            ev.append(f"It bounces off the {join(list(dict.fromkeys(walls)))} wall{'s' if len(set(walls)) > 1 else ''} on the way.")
+            ev.append(
+                f"It bounces off the {join(list(dict.fromkeys(walls)))} "
+                f"wall{'s' if len(set(walls)) > 1 else ''} on the way."
+            )
         ev.append(f"In the last frame it is {where}.")
     else:
         ev = [f"In the first frame {nm} is {where}."]
@@ -453,11 +499,11 @@ def _event_interval(t: int, idx: np.ndarray) -> int:
     return int(np.searchsorted(idx, t, side="left"))
 
 
-def fam_order(rng: np.random.Generator, ctx: Ctx) -> Candidate | None:
+def fam_order(rng: np.random.Generator, ctx: Ctx, plan: dict) -> Candidate | None:
     S = ctx.frame_size
     fps, T = pick_clip(rng)
     n = 2 if rng.random() < 0.4 else 3
-    sub = pick(rng, ("first", "first", "last", "after", "after"))
+    sub = plan["sub"]
     mode = "bounce" if rng.random() < 0.3 else "pass"
     idx8 = sample_indices(T, 8)
     # "slots" in order of appearance; interval j of the 8-frame sampling is (idx8[j-1], idx8[j]]
@@ -479,7 +525,9 @@ def fam_order(rng: np.random.Generator, ctx: Ctx) -> Candidate | None:
 
     t_in = [frame_in(j) for j in jin]
     t_out = [None if j is None else frame_in(j) for j in jout]
-    events = [(t, "appear", s) for s, t in enumerate(t_in)] + [(t, "disappear", s) for s, t in enumerate(t_out) if t is not None]
+    events = [(t, "appear", s) for s, t in enumerate(t_in)] + [
+        (t, "disappear", s) for s, t in enumerate(t_out) if t is not None
+    ]
     events.sort()
     # which slot becomes object 0 (the answer)
     if sub == "first":
@@ -522,18 +570,34 @@ def fam_order(rng: np.random.Generator, ctx: Ctx) -> Candidate | None:
     names = [name(scene, track, k) for k in range(n)]
     at_start = [names[k] for (t, kind, k) in ev_objs if t == 0]
     ev = [f"At the start only {at_start[0]} is visible." if at_start else "The video starts with an empty frame."]
+    prev = None
     for t, kind, k in ev_objs:
         if t == 0:
             continue
         verb = "appears" if kind == "appear" else "disappears"
-        ev.append(f"{cap(when(rng, t, T))}, {names[k]} {verb}.")
+        ev.append(f"{cap(when(rng, t, T, prev))}, {names[k]} {verb}.")
+        prev = t
     appear_order = [k for (t, kind, k) in ev_objs if kind == "appear"]
     extra = nonpresent_names(rng, ctx, scene, 4)
     if sub in ("first", "last"):
         if sub == "first":
-            q = pick(rng, ("Which object appears first?", "Which object is the first to appear in the video?", "Which object can be seen first?"))
+            q = pick(
+                rng,
+                (
+                    "Which object appears first?",
+                    "Which object is the first to appear in the video?",
+                    "Which object can be seen first?",
+                ),
+            )
         else:
-            q = pick(rng, ("Which object appears last?", "Which object is the last to appear in the video?", "Which object shows up last?"))
+            q = pick(
+                rng,
+                (
+                    "Which object appears last?",
+                    "Which object is the last to appear in the video?",
+                    "Which object shows up last?",
+                ),
+            )
         ans = names[0]
         distractors = shuffled(rng, names[1:]) + extra
         ev.append(f"So {ans} is the {sub} to appear.")
@@ -551,31 +615,44 @@ def fam_order(rng: np.random.Generator, ctx: Ctx) -> Candidate | None:
 
         nxt = ev_objs[pos + 1]
         ans = describe(nxt[1], nxt[2])
-        q = pick(rng, (
-            f"What happens right after {names[xk]} appears?",
-            f"What happens next, after {names[xk]} shows up?",
-            f"Which event comes right after {names[xk]} appears?",
-        ))
+        q = pick(
+            rng,
+            (
+                f"What happens right after {names[xk]} appears?",
+                f"What happens next, after {names[xk]} shows up?",
+                f"Which event comes right after {names[xk]} appears?",
+            ),
+        )
         happened_after = {describe(kind, k) for (_, kind, k) in ev_objs[pos + 1 :]}
         before = [describe(kind, k) for (_, kind, k) in ev_objs[:pos]]
         fake = [f"{names[k]} disappears" for k in range(n)] + [f"{names[k]} changes colour" for k in range(n)]
         fake += [f"{x} appears" for x in extra]
-        distractors = [d for d in shuffled(rng, before) + shuffled(rng, fake) if d not in happened_after and d != describe("appear", xk)]
+        distractors = [
+            d
+            for d in shuffled(rng, before) + shuffled(rng, fake)
+            if d not in happened_after and d != describe("appear", xk)
+        ]
         ev.append(f"Right after {names[xk]} appears, the next thing that happens is that {ans}.")
         check = f"Let me double-check the order: {names[xk]} appears, and the next change in the frames is that {ans}."
     return Candidate(scene, track, view, QA("order", sub, q, ans, distractors, ev, check))
 
 
-def fam_count(rng: np.random.Generator, ctx: Ctx) -> Candidate | None:
+def fam_count(rng: np.random.Generator, ctx: Ctx, plan: dict) -> Candidate | None:
     S = ctx.frame_size
     fps, T = pick_clip(rng)
-    sub = pick(rng, ("changes", "changes", "changes", "total", "end"))
-    n = int(rng.choice([1, 2, 3], p=[0.2, 0.4, 0.4])) if sub == "changes" else int(rng.choice([1, 2, 3], p=[0.15, 0.4, 0.45]))
+    sub = plan["sub"]
+    n = (
+        int(rng.choice([1, 2, 3], p=[0.2, 0.4, 0.4]))
+        if sub == "changes"
+        else int(rng.choice([1, 2, 3], p=[0.15, 0.4, 0.45]))
+    )
     mode = "bounce" if rng.random() < 0.5 else "pass"
     if sub == "changes":
         r = rng.random()
         trig = None if r < 0.1 else ("collide" if r < 0.35 and n >= 2 and mode == "bounce" else "wall")
-        idents = pick_identities(rng, ctx, [1 if trig is None else int(rng.integers(2, 4))] + [int(rng.integers(1, 3)) for _ in range(n - 1)])
+        idents = pick_identities(
+            rng, ctx, [1 if trig is None else int(rng.integers(2, 4))] + [int(rng.integers(1, 3)) for _ in range(n - 1)]
+        )
         objs = [make_obj(rng, ctx, idents[0], T, travel=(0.3, 3.0), trigger=trig)]
     else:
         idents = pick_identities(rng, ctx, [int(rng.integers(1, 3)) for _ in range(n)])
@@ -593,7 +670,6 @@ def fam_count(rng: np.random.Generator, ctx: Ctx) -> Candidate | None:
     if done is None:
         return None
     track, view = done
-    nm = name(scene, track, 0)
     if sub == "changes":
         runs = track.colour_runs(0)
         ans_n = len(runs) - 1
@@ -605,37 +681,69 @@ def fam_count(rng: np.random.Generator, ctx: Ctx) -> Candidate | None:
                 if not any(a <= t <= b and view.visible(int(t))[0] >= 0.4 for t in idx):
                     return None
         the = f"the {scene.objects[0].shape}"
-        q = pick(rng, (
-            f"How many times does {the} change colour?",
-            f"How often does {the} change its colour?",
-            f"How many colour changes does {the} go through?",
-        ))
+        q = pick(
+            rng,
+            (
+                f"How many times does {the} change colour?",
+                f"How often does {the} change its colour?",
+                f"How many colour changes does {the} go through?",
+            ),
+        )
         c0 = runs[0][2]
         ev = [pick(rng, (f"{cap(the)} starts {c0}.", f"At the start {the} is {c0}."))]
         changes = colour_events(track, 0)
         for k, e in enumerate(changes, 1):
-            ev.append(colour_event_sentence(rng, scene, track, e)[:-1] + f" (change {k}).")
+            prev = changes[k - 2].t if k > 1 else None
+            ev.append(colour_event_sentence(rng, scene, track, e, prev)[:-1] + f" (change {k}).")
         if changes:
-            ev.append(f"After that it stays {changes[-1].colour}, so it changes colour {ans_n} time{'s' if ans_n != 1 else ''}.")
-            check = "Let me count again: " + " -> ".join(c for (_, _, c) in runs) + f", that is {ans_n} change{'s' if ans_n != 1 else ''}."
+            ev.append(
+                f"After that it stays {changes[-1].colour}, "
+                f"so it changes colour {ans_n} time{'s' if ans_n != 1 else ''}."
+            )
+            check = (
+                "Let me count again: "
+                + " -> ".join(c for (_, _, c) in runs)
+                + f", that is {ans_n} change{'s' if ans_n != 1 else ''}."
+            )
         else:
             ev.append(f"It is {c0} in every frame, so it never changes colour: 0 times.")
-            check = f"Let me double-check: the {scene.objects[0].shape} has the same colour in the first, middle and last frames."
+            check = (
+                f"Let me double-check: the {scene.objects[0].shape} has the same colour "
+                "in the first, middle and last frames."
+            )
     elif sub == "total":
         ans_n = n
-        q = pick(rng, (
-            "How many different objects appear in the video?",
-            "How many objects can be seen in total over the whole video?",
-            "How many different shapes are shown in the video?",
-        ))
+        q = pick(
+            rng,
+            (
+                "How many different objects appear in the video?",
+                "How many objects can be seen in total over the whole video?",
+                "How many different shapes are shown in the video?",
+            ),
+        )
         start_objs = [name(scene, track, k, definite=False) for k in range(n) if track.present[0, k]]
-        ev = [f"At the start there {'is' if len(start_objs) == 1 else 'are'} {join(start_objs)}." if start_objs else "The video starts empty."]
+        ev = [
+            (
+                f"At the start there {'is' if len(start_objs) == 1 else 'are'} {join(start_objs)}."
+                if start_objs
+                else "The video starts empty."
+            )
+        ]
         for e in track.events:
             if e.kind in ("appear", "disappear"):
-                ev.append(f"{cap(when(rng, e.t, T))}, {name(scene, track, e.obj, definite=(e.kind == 'disappear'))} {e.kind}s.")
-        ev.append(f"Altogether {ans_n} different object{'s' if ans_n != 1 else ''} appear: {join([name(scene, track, k) for k in range(n)])}.")
-        check = "Let me double-check: an object that disappears still counts, and no object is counted twice." if any(
-            e.kind == "disappear" for e in track.events) else f"Let me double-check: I see {ans_n} distinct shapes across the frames."
+                ev.append(
+                    f"{cap(when(rng, e.t, T))}, "
+                    f"{name(scene, track, e.obj, definite=(e.kind == 'disappear'))} {e.kind}s."
+                )
+        ev.append(
+            f"Altogether {ans_n} different object{'s' if ans_n != 1 else ''} appear: "
+            f"{join([name(scene, track, k) for k in range(n)])}."
+        )
+        check = (
+            "Let me double-check: an object that disappears still counts, and no object is counted twice."
+            if any(e.kind == "disappear" for e in track.events)
+            else f"Let me double-check: I see {ans_n} distinct shapes across the frames."
+        )
     else:  # objects visible at the end
         if not track.present[T - 1, 0]:
             return None
@@ -647,11 +755,14 @@ def fam_count(rng: np.random.Generator, ctx: Ctx) -> Candidate | None:
             if [k for k in range(n) if track.present[prev, k]] != at_end:
                 return None
         ans_n = len(at_end)
-        q = pick(rng, (
-            "How many objects are visible at the end of the video?",
-            "How many objects are left in the last frame?",
-            "How many shapes can be seen when the video ends?",
-        ))
+        q = pick(
+            rng,
+            (
+                "How many objects are visible at the end of the video?",
+                "How many objects are left in the last frame?",
+                "How many shapes can be seen when the video ends?",
+            ),
+        )
         ev = [f"In the last frame I can see {join([name(scene, track, k) for k in at_end])}."]
         gone = [e for e in track.events if e.kind == "disappear"]
         for e in gone:
@@ -678,11 +789,10 @@ def _gap_wall(track: Track, scene: Scene, t: int, i: int, wall: str | None = Non
     return gaps[wall] if wall else min(gaps.values())
 
 
-def fam_cause(rng: np.random.Generator, ctx: Ctx) -> Candidate | None:
+def fam_cause(rng: np.random.Generator, ctx: Ctx, plan: dict) -> Candidate | None:
     S, u = ctx.frame_size, ctx.u
     fps, T = pick_clip(rng)
-    sub = "colour" if rng.random() < 0.5 else "direction"
-    kind = "collide" if rng.random() < 0.5 else "wall"
+    sub, kind = plan["sub"], plan["kind"]
     idx8 = sample_indices(T, 8)
     tc = int(idx8[int(rng.integers(3, 6))])  # the event happens exactly in a sampled frame
     axis = int(rng.integers(2))
@@ -695,29 +805,34 @@ def fam_cause(rng: np.random.Generator, ctx: Ctx) -> Candidate | None:
     idents = pick_identities(rng, ctx, [2 if trig else 1] + [int(rng.integers(1, 3)) for _ in range(n - 1)])
     subj = make_obj(rng, ctx, idents[0], T, trigger=trig)
     h0 = subj.size / 2.0
-    D0 = float(rng.uniform(0.2, 0.4)) * S
-    v0 = D0 / tc
     objs = [subj]
     if kind == "wall":
+        D0 = float(rng.uniform(0.2, 0.4)) * S
+        v0 = D0 / tc
         edge = S - h0 + 0.5 * v0 if sgn > 0 else h0 - 0.5 * v0  # centre at tc: just past the wall
         a0 = edge - sgn * v0 * tc
         perp = float(rng.uniform(h0 + 1, S - h0 - 1))
-        wall_name = WALLS[2 * axis + (1 if sgn > 0 else 0)]
         partner_i = None
     else:
         partner = make_obj(rng, ctx, idents[1], T, trigger=("collide" if len(idents[1][1]) > 1 else None))
         h1 = partner.size / 2.0
         still_partner = sub == "colour" and rng.random() < 0.25
+        D0 = float(rng.uniform(0.15, 0.3)) * S
+        v0 = D0 / tc
         v1 = 0.0 if still_partner else v0 * float(rng.uniform(0.4, 1.0))
-        ov = 0.5 * (v0 + v1)
-        m = float(rng.uniform(0.35, 0.65)) * S
-        a0 = m - sgn * (h0 - ov / 2) - sgn * v0 * tc
-        a1 = m + sgn * (h1 - ov / 2) + sgn * v1 * tc
-        hmax = max(h0, h1)
-        perp = float(rng.uniform(hmax + 1, S - hmax - 1))
-        off = float(rng.uniform(-0.2, 0.2)) * min(h0, h1)
-        if not (h1 + 1 <= a1 <= S - h1 - 1):
+        ov = 0.5 * (v0 + v1)  # overlap at tc: they touch in frame tc, not in tc - 1
+        # in the direction of the subject's motion: both start inside the frame, no wall first
+        lo = h0 + 1 + (h0 - ov / 2) + D0
+        hi = S - h1 - 1 - (h1 - ov / 2) - v1 * tc
+        if hi < lo:
             return None
+        m = float(rng.uniform(lo, hi))  # contact point
+        a0, a1 = m - (h0 - ov / 2) - D0, m + (h1 - ov / 2) + v1 * tc
+        if sgn < 0:
+            a0, a1 = S - a0, S - a1
+        hmax = max(h0, h1)
+        perp = float(rng.uniform(hmax + 2, S - hmax - 2))
+        off = float(rng.uniform(-0.2, 0.2)) * min(h0, h1)
         pv = [0.0, 0.0]
         pv[axis] = -sgn * v1
         pp = [0.0, 0.0]
@@ -725,7 +840,6 @@ def fam_cause(rng: np.random.Generator, ctx: Ctx) -> Candidate | None:
         partner.x, partner.y, partner.vx, partner.vy = pp[0], pp[1], pv[0], pv[1]
         objs.append(partner)
         partner_i = 1
-        wall_name = None
     if not (h0 + 1 <= a0 <= S - h0 - 1):
         return None
     sp, sv = [0.0, 0.0], [0.0, 0.0]
@@ -764,7 +878,9 @@ def fam_cause(rng: np.random.Generator, ctx: Ctx) -> Candidate | None:
     for K in VERIFY_NUM_FRAMES:
         idx = sample_indices(T, K)
         near = int(idx[np.argmin(np.abs(idx - te))])
-        gap = _gap_boxes(track, scene, near, 0, other) if cause == "collide" else _gap_wall(track, scene, near, 0, e.wall)
+        gap = (
+            _gap_boxes(track, scene, near, 0, other) if cause == "collide" else _gap_wall(track, scene, near, 0, e.wall)
+        )
         if gap > 0.12 * S:
             return None
         j = _event_interval(te, idx)
@@ -784,14 +900,19 @@ def fam_cause(rng: np.random.Generator, ctx: Ctx) -> Candidate | None:
     d1 = direction(*track.vel[te, 0])
     stops = d1 is None
     if sub == "colour":
-        q = pick(rng, (
-            f"Why does {nm} change colour?",
-            f"What makes {nm} change its colour?",
-            f"Why does the {e.prev} {shape} turn {e.colour}?",
-        ))
+        q = pick(
+            rng,
+            (
+                f"Why does {nm} change colour?",
+                f"What makes {nm} change its colour?",
+                f"Why does the {e.prev} {shape} turn {e.colour}?",
+            ),
+        )
         if cause == "wall":
             ans = f"because it hits the {e.wall} wall"
-            distractors = [f"because it collides with {name(scene, track, k)}" for k in shuffled(rng, list(range(1, n)))]
+            distractors = [
+                f"because it collides with {name(scene, track, k)}" for k in shuffled(rng, list(range(1, n)))
+            ]
             distractors += [f"because it hits the {w} wall" for w in shuffled(rng, walls)[:2]]
         else:
             ans = f"because it collides with {name(scene, track, other)}"
@@ -802,14 +923,19 @@ def fam_cause(rng: np.random.Generator, ctx: Ctx) -> Candidate | None:
             distractors.append("because it stops moving")
         distractors.append(f"because {extra[2]} appears")
     else:
-        q = pick(rng, (
-            f"Why does {nm} change direction?",
-            f"What makes {nm} turn around?",
-            f"Why does {nm} reverse its direction {when(rng, te, T)}?",
-        ))
+        q = pick(
+            rng,
+            (
+                f"Why does {nm} change direction?",
+                f"What makes {nm} turn around?",
+                f"Why does {nm} reverse its direction {when(rng, te, T)}?",
+            ),
+        )
         if cause == "wall":
             ans = f"because it bounces off the {e.wall} wall"
-            distractors = [f"because it collides with {name(scene, track, k)}" for k in shuffled(rng, list(range(1, n)))]
+            distractors = [
+                f"because it collides with {name(scene, track, k)}" for k in shuffled(rng, list(range(1, n)))
+            ]
             distractors += [f"because it bounces off the {w} wall" for w in shuffled(rng, walls)[:2]]
         else:
             ans = f"because it collides with {name(scene, track, other)}"
@@ -819,8 +945,14 @@ def fam_cause(rng: np.random.Generator, ctx: Ctx) -> Candidate | None:
         distractors += ["because it changes colour", f"because {extra[2]} appears"]
     w = when(rng, te, T)
     if cause == "wall":
-        first = f"At the start {nm} " + (f"is {e.prev} and " if sub == "colour" else "") + f"moves {d0}, towards the {e.wall} wall."
-        hit = f"{cap(w)} it reaches the {e.wall} wall and bounces back" + (f"; in that same frame it turns {e.colour}." if sub == "colour" else ".")
+        first = (
+            f"At the start {nm} "
+            + (f"is {e.prev} and " if sub == "colour" else "")
+            + f"moves {d0}, towards the {e.wall} wall."
+        )
+        hit = f"{cap(w)} it reaches the {e.wall} wall and bounces back" + (
+            f"; in that same frame it turns {e.colour}." if sub == "colour" else "."
+        )
         ev = [first, hit, "No other object is close to it at that moment."]
         why = f"it hits the {e.wall} wall" if sub == "colour" else f"it bounces off the {e.wall} wall"
         check = f"Let me double-check: the change happens exactly when it touches the {e.wall} wall, not before."
@@ -830,7 +962,9 @@ def fam_cause(rng: np.random.Generator, ctx: Ctx) -> Candidate | None:
         first = f"At the start {nm} " + (f"is {e.prev} and " if sub == "colour" else "") + f"moves {d0}, towards {pn}"
         first += f", which {'moves ' + pmove if pmove else 'stands still'}."
         after = "stops" if stops else f"moves {d1}"
-        hit = f"{cap(w)} the two touch: {nm} " + (f"turns {e.colour} in that frame and then {after}." if sub == "colour" else f"bounces back and {after}.")
+        hit = f"{cap(w)} the two touch: {nm} " + (
+            f"turns {e.colour} in that frame and then {after}." if sub == "colour" else f"bounces back and {after}."
+        )
         ev = [first, hit, "At that moment it is not near any wall, so a wall is not the reason."]
         why = f"it collides with {pn}"
         check = f"Let me double-check: the change happens in the frame where it touches {pn}, away from the walls."
@@ -843,11 +977,11 @@ def _path_length(track: Track, i: int, idx: np.ndarray) -> float:
     return float(np.linalg.norm(np.diff(p, axis=0), axis=1).sum())
 
 
-def fam_compare(rng: np.random.Generator, ctx: Ctx) -> Candidate | None:
+def fam_compare(rng: np.random.Generator, ctx: Ctx, plan: dict) -> Candidate | None:
     S = ctx.frame_size
     fps, T = pick_clip(rng)
     n = 2 if rng.random() < 0.6 else 3
-    sub = pick(rng, ("fastest", "fastest", "fastest", "slowest", "slowest", "still"))
+    sub = plan["sub"]
     idents = pick_identities(rng, ctx, [1] * n)
     if sub == "fastest":
         tr0 = float(rng.uniform(1.2, 3.0))
@@ -878,15 +1012,29 @@ def fam_compare(rng: np.random.Generator, ctx: Ctx) -> Candidate | None:
     names = [name(scene, track, k) for k in range(n)]
     two = n == 2
     if sub == "fastest":
-        q = pick(rng, ("Which object moves faster?", "Which of the two objects is faster?") if two else
-                 ("Which object moves the fastest?", "Which object covers the most distance?"))
+        q = pick(
+            rng,
+            (
+                ("Which object moves faster?", "Which of the two objects is faster?")
+                if two
+                else ("Which object moves the fastest?", "Which object covers the most distance?")
+            ),
+        )
     elif sub == "slowest":
-        q = pick(rng, ("Which object moves more slowly?", "Which of the two objects is slower?") if two else
-                 ("Which object moves the slowest?", "Which object covers the least distance?"))
+        q = pick(
+            rng,
+            (
+                ("Which object moves more slowly?", "Which of the two objects is slower?")
+                if two
+                else ("Which object moves the slowest?", "Which object covers the least distance?")
+            ),
+        )
     else:
         q = pick(rng, ("Which object stays still?", "Which object does not move at all?"))
     same = "both move at the same speed" if two else "they all move at the same speed"
-    distractors = shuffled(rng, names[1:]) + [("none of them" if sub == "still" else same)] + nonpresent_names(rng, ctx, scene, 3)
+    distractors = (
+        shuffled(rng, names[1:]) + ["none of them" if sub == "still" else same] + nonpresent_names(rng, ctx, scene, 3)
+    )
     L = [_path_length(track, k, sample_indices(T, 8)) for k in range(n)]
     ev = []
     for k in range(n):
@@ -895,8 +1043,15 @@ def fam_compare(rng: np.random.Generator, ctx: Ctx) -> Candidate | None:
             ev.append(f"{cap(names[k])} stays at the same spot, {region(*track.pos[0, k], S)}, in every frame.")
             continue
         frac = L[k] / S
-        how = "crosses the frame several times" if frac > 1.6 else ("travels a long way across the frame" if frac > 0.7 else (
-            "moves a fair distance" if frac > 0.35 else "only moves a short distance"))
+        how = (
+            "crosses the frame several times"
+            if frac > 1.6
+            else (
+                "travels a long way across the frame"
+                if frac > 0.7
+                else ("moves a fair distance" if frac > 0.35 else "only moves a short distance")
+            )
+        )
         bounce = ", bouncing off the walls" if track.events_of(k, "wall") else ""
         ev.append(f"{cap(names[k])} starts moving {d} and {how}{bounce}.")
     if sub == "fastest":
@@ -913,14 +1068,15 @@ def fam_compare(rng: np.random.Generator, ctx: Ctx) -> Candidate | None:
     return Candidate(scene, track, view, QA("compare", sub, q, names[0], distractors, ev, check))
 
 
-def fam_change(rng: np.random.Generator, ctx: Ctx) -> Candidate | None:
+def fam_change(rng: np.random.Generator, ctx: Ctx, plan: dict) -> Candidate | None:
     S = ctx.frame_size
     fps, T = pick_clip(rng)
     n = int(rng.choice([1, 2, 3], p=[0.25, 0.45, 0.3]))
     mode = "bounce" if rng.random() < 0.5 else "pass"
-    r = rng.random()
-    trig = None if r < 0.25 else ("collide" if r < 0.45 and n >= 2 and mode == "bounce" else "wall")
-    idents = pick_identities(rng, ctx, [1 if trig is None else int(rng.integers(2, 4))] + [int(rng.integers(1, 3)) for _ in range(n - 1)])
+    trig = None if not plan["turns"] else ("collide" if rng.random() < 0.3 and n >= 2 and mode == "bounce" else "wall")
+    idents = pick_identities(
+        rng, ctx, [1 if trig is None else int(rng.integers(2, 4))] + [int(rng.integers(1, 3)) for _ in range(n - 1)]
+    )
     objs = [make_obj(rng, ctx, idents[0], T, travel=(0.6, 2.0), trigger=trig)]
     objs += [random_other(rng, ctx, idents[k], T) for k in range(1, n)]
     objs[0].t_in, objs[0].t_out = 0, None
@@ -929,7 +1085,7 @@ def fam_change(rng: np.random.Generator, ctx: Ctx) -> Candidate | None:
     if done is None:
         return None
     track, view = done
-    if view.visible(0)[0] < 0.75 or view.visible(T - 1)[0] < 0.75:
+    if not (isolated(scene, track, view, 0, 0, 2 * ctx.u) and isolated(scene, track, view, T - 1, 0, 2 * ctx.u)):
         return None
     for K in VERIFY_NUM_FRAMES:
         idx = sample_indices(T, K)
@@ -937,15 +1093,18 @@ def fam_change(rng: np.random.Generator, ctx: Ctx) -> Candidate | None:
             return None
     runs = track.colour_runs(0)
     c0, ce = runs[0][2], runs[-1][2]
-    if len(runs) > 1 and c0 == ce:
+    if (len(runs) > 1) != plan["turns"] or (len(runs) > 1 and c0 == ce):
         return None
     shape = scene.objects[0].shape
     the = f"the {shape}"
-    q = pick(rng, (
-        f"How does {the} change between the start and the end of the video?",
-        f"How is {the} different at the end compared to the start?",
-        f"What happens to the colour of {the} from the beginning to the end?",
-    ))
+    q = pick(
+        rng,
+        (
+            f"How does {the} change between the start and the end of the video?",
+            f"How is {the} different at the end compared to the start?",
+            f"What happens to the colour of {the} from the beginning to the end?",
+        ),
+    )
     mids = [c for (_, _, c) in runs[1:-1] if c not in (c0, ce)]
     scene_cols = [c for o in scene.objects[1:] for c in o.colours]
     pool = list(dict.fromkeys(mids + shuffled(rng, scene_cols) + shuffled(rng, list(COLOURS))))
@@ -953,24 +1112,37 @@ def fam_change(rng: np.random.Generator, ctx: Ctx) -> Candidate | None:
     stay = "it stays {} the whole time"
     if len(runs) == 1:
         ans = stay.format(c0)
-        distractors = [f"it turns from {c0} to {pool[0]}", f"it turns from {pool[1]} to {c0}", stay.format(pool[0]),
-                       f"it turns from {c0} to {pool[2]}", stay.format(pool[3])]
+        distractors = [
+            f"it turns from {c0} to {pool[0]}",
+            f"it turns from {pool[1]} to {c0}",
+            stay.format(pool[0]),
+            f"it turns from {c0} to {pool[2]}",
+            stay.format(pool[3]),
+        ]
     else:
         ans = f"it turns from {c0} to {ce}"
-        distractors = [f"it turns from {ce} to {c0}", f"it turns from {c0} to {pool[0]}", stay.format(c0),
-                       f"it turns from {pool[1]} to {ce}", stay.format(ce)]
+        distractors = [
+            f"it turns from {ce} to {c0}",
+            f"it turns from {c0} to {pool[0]}",
+            stay.format(c0),
+            f"it turns from {pool[1]} to {ce}",
+            stay.format(ce),
+        ]
     ev = [pick(rng, (f"In the first frame {the} is {c0}.", f"At the start {the} is {c0}."))]
     changes = colour_events(track, 0)
-    ev += [colour_event_sentence(rng, scene, track, e) for e in changes]
+    ev += [colour_event_sentence(rng, scene, track, e, p.t if p else None) for p, e in zip([None] + changes, changes)]
     ev.append(f"In the last frame it is {ce}.")
     if len(runs) == 1:
         ev.append(f"Its colour never changes, so it stays {c0} the whole time.")
-        check = f"Let me double-check: the first and the last frames both show a {c0} {shape}."
+        check = f"Let me double-check: the first and the last frames both show {combo_name(c0, shape, definite=False)}."
     else:
         ev.append(f"So it turns from {c0} to {ce}.")
         if mids or len(runs) > 2:
             mid = runs[1][2]
-            check = f"Wait, it is {mid} for a while in the middle, but the question compares the start and the end: {c0} at the start, {ce} at the end."
+            check = (
+                f"Wait, it is {mid} for a while in the middle, but the question compares the start and the end: "
+                f"{c0} at the start, {ce} at the end."
+            )
         else:
             check = f"Let me double-check the first and the last frames: {c0} first, {ce} last."
     return Candidate(scene, track, view, QA("change", "colour", q, ans, distractors, ev, check))
@@ -989,11 +1161,33 @@ FAMILY_BUILDERS = {
 MAX_ATTEMPTS = 2000
 
 
+def draw_plan(rng: np.random.Generator, family: str) -> dict:
+    """The item's question type, drawn once so that rejections do not skew the mix of types."""
+    if family == "color":
+        return {"end": rng.random() < 0.7}
+    if family == "direction":
+        return {"still": rng.random() < 0.1}
+    if family == "position":
+        return {"end": rng.random() < 0.7, "centre": rng.random() < 0.15}
+    if family == "order":
+        return {"sub": pick(rng, ("first", "first", "last", "after", "after"))}
+    if family == "count":
+        return {"sub": pick(rng, ("changes", "changes", "changes", "total", "end"))}
+    if family == "cause":
+        return {"sub": pick(rng, ("colour", "direction")), "kind": pick(rng, ("wall", "collide"))}
+    if family == "compare":
+        return {"sub": pick(rng, ("fastest", "fastest", "fastest", "slowest", "slowest", "still"))}
+    if family == "change":
+        return {"turns": rng.random() < 0.7}
+    raise KeyError(family)
+
+
 def build_candidate(rng: np.random.Generator, family: str, ctx: Ctx) -> tuple[Candidate, int]:
     """Draw scenes from `rng` until one passes the family's checks; returns it and the attempts."""
     builder = FAMILY_BUILDERS[family]
+    plan = draw_plan(rng, family)
     for attempt in range(1, MAX_ATTEMPTS + 1):
-        cand = builder(rng, ctx)
+        cand = builder(rng, ctx, plan)
         if cand is not None:
             return cand, attempt
     raise RuntimeError(f"synthetic family {family!r}: no valid scene in {MAX_ATTEMPTS} attempts")  # pragma: no cover

@@ -3,9 +3,10 @@
 A scene is a dark square canvas with 1–3 flat-coloured shapes. Shapes move with a constant
 velocity (px per frame), bounce off the four walls, may appear or disappear at given frames, and
 may change colour when a *trigger* fires: hitting a wall (`trigger="wall"`) or colliding with
-another object (`trigger="collide"`). In `mode="bounce"` objects collide (equal masses: they swap
-velocities); in `mode="pass"` they pass through each other and the one drawn later hides the
-other (occlusion). Nothing else ever changes a colour, so every colour change has a visible cause.
+another object (`trigger="collide"`). In `mode="bounce"` objects collide like equal-mass boxes
+(they swap their velocity components along the axis where they touch); in `mode="pass"` they
+pass through each other and the one drawn later hides the other (occlusion). Nothing else ever
+changes a colour, so every colour change has a visible cause.
 
 Invariants that keep questions unambiguous: shapes are unique within a scene (an object can be
 named by its shape), and every object owns an exclusive set of colours (two objects never show
@@ -204,10 +205,13 @@ def simulate(scene: Scene) -> Track:
                             continue
                         if not _overlap(p[i], p[j], half[i], half[j]):
                             continue
+                        # elastic, equal masses, along the axis of least penetration (boxes)
                         d, dv = p[j] - p[i], v[j] - v[i]
-                        if float(d @ dv) >= 0:  # already separating
+                        pen = (half[i] + half[j]) - np.abs(d)
+                        ax = int(np.argmin(pen))
+                        if d[ax] * dv[ax] >= 0:  # already separating along that axis
                             continue
-                        v[[i, j]] = v[[j, i]]
+                        v[i, ax], v[j, ax] = v[j, ax], v[i, ax]
                         events.append(Event(t, "collide", i, other=j))
                         recolour(i, t, "collide", other=j)
                         recolour(j, t, "collide", other=i)

@@ -43,18 +43,28 @@ def combo_name(colour: str, shape: str, *, definite: bool = True) -> str:
     return f"the {word}" if definite else f"{article(word)} {word}"
 
 
-def when(rng: np.random.Generator, t: int, num_frames: int) -> str:
-    """A time phrase for frame t ('early on', 'around the middle', ...)."""
+def bucket(t: int, num_frames: int) -> int:
+    """Coarse part of the clip for frame t: 0 start, 1 early, 2 middle, 3 later, 4 end."""
     f = t / max(1, num_frames - 1)
-    if f <= 0.02:
-        return "at the very start"
-    if f < 0.3:
-        return pick(rng, ("early on", "in the early frames", "soon after the start"))
-    if f < 0.7:
-        return pick(rng, ("around the middle", "in the middle of the video", "midway through"))
-    if f < 0.9:
-        return pick(rng, ("later", "in the later frames", "later on"))
-    return pick(rng, ("near the end", "towards the end", "in the final frames"))
+    return 0 if f <= 0.02 else 1 if f < 0.3 else 2 if f < 0.7 else 3 if f < 0.9 else 4
+
+
+def when(rng: np.random.Generator, t: int, num_frames: int, prev: int | None = None) -> str:
+    """A time phrase for frame t ('early on', 'around the middle', ...); 'shortly after' when
+    the previous event mentioned (at frame `prev`) falls in the same part of the clip."""
+    b = bucket(t, num_frames)
+    if prev is not None and prev < t and bucket(prev, num_frames) == b:
+        return pick(rng, ("shortly after", "a little later", "then"))
+    return pick(
+        rng,
+        (
+            ("at the very start",),
+            ("early on", "in the early frames", "soon after the start"),
+            ("around the middle", "in the middle of the video", "midway through"),
+            ("later", "in the later frames", "later on"),
+            ("near the end", "towards the end", "in the final frames"),
+        )[b],
+    )
 
 
 def region(x: float, y: float, frame_size: int) -> str:

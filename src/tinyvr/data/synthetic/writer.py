@@ -13,6 +13,7 @@ import json
 import math
 import multiprocessing as mp
 import os
+import sys
 import zlib
 from pathlib import Path
 
@@ -35,7 +36,14 @@ from .scene import (
 GENERATOR_VERSION = "tinyvr-synthetic-1"
 SPLITS: tuple[str, ...] = ("pretrain", "sft", "rl", "test", "test_heldout", "coldstart")
 # Sized for the CPU demo (about a minute with 2 workers); every split can be resized.
-DEFAULT_SIZES: dict[str, int] = {"pretrain": 1000, "sft": 2000, "rl": 600, "test": 200, "test_heldout": 200, "coldstart": 16}
+DEFAULT_SIZES: dict[str, int] = {
+    "pretrain": 1000,
+    "sft": 2000,
+    "rl": 600,
+    "test": 200,
+    "test_heldout": 200,
+    "coldstart": 16,
+}
 LETTERS = "ABCDE"
 NUM_OPTIONS = 5
 
@@ -46,9 +54,10 @@ HELDOUT_DEFINITION = {
     "rule": (
         "No object in any frame of the pretrain, sft, rl, coldstart or test splits ever shows one of these "
         "colour x shape combinations (colour changes included), and no text of those splits names one. "
-        "In test_heldout the object each question is about (object 0: the one named in the question or "
-        "given by the correct option) starts with one of them; other objects are unrestricted. Clip "
-        "lengths, frame rates and families are distributed as in the other splits."
+        "In test_heldout the object each question is about starts with one of them: the object named in "
+        "the question, or given by the correct option (order, compare), or one of the counted objects "
+        "(count: how many objects); other objects are unrestricted. Clip lengths, frame rates and "
+        "families are distributed as in the other splits."
     ),
 }
 
@@ -90,14 +99,14 @@ def _reasoning(rng: np.random.Generator, cand: Candidate, letter: str, answer: s
     parts = list(cand.qa.evidence)
     if cand.qa.check and rng.random() < 0.3:
         parts.append(cand.qa.check)
-    parts.append(
-        [
-            f"So the answer is {letter}.",
-            f"Therefore the answer is {letter}.",
-            f"The correct option is {letter} ({answer}).",
-            f"That matches option {letter}: {answer}.",
-        ][int(rng.integers(4))]
-    )
+    endings = [
+        f"Therefore the answer is {letter}.",
+        f"The correct option is {letter} ({answer}).",
+        f"That matches option {letter}: {answer}.",
+    ]
+    if not parts[-1].startswith("So "):
+        endings.append(f"So the answer is {letter}.")
+    parts.append(endings[int(rng.integers(len(endings)))])
     return " ".join(parts)
 
 
@@ -217,7 +226,11 @@ def _dump_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def _llava(rec: dict, human: str, gpt: str, **extra) -> dict:
-    row = {"id": rec["id"], "video": rec["video"], "conversations": [{"from": "human", "value": human}, {"from": "gpt", "value": gpt}]}
+    row = {
+        "id": rec["id"],
+        "video": rec["video"],
+        "conversations": [{"from": "human", "value": human}, {"from": "gpt", "value": gpt}],
+    }
     row.update(extra)
     return row
 
@@ -280,26 +293,33 @@ def generate_dataset(
         tasks += [(int(seed), split, i, frame_size, str(out)) for i in range(all_sizes[split])]
 
     records: list[dict] = []
+    pool = None
+    if workers > 1 and len(tasks) > 1:
+        # fork on Linux: workers only run numpy + PyAV (no torch), and callers' scripts need no
+        # `if __name__ == "__main__"` guard; spawn elsewhere (fork is unsafe on macOS).
+        method = "fork" if sys.platform.startswith("linux") else "spawn"
+        pool = mp.get_context(method).Pool(min(workers, len(tasks)))
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=len(tasks), desc="synthetic videos", unit="video")
-    if workers == 1 or len(tasks) <= 1:
-        for task in tasks:
-            records.append(_work(task))
+    try:
+        if pool is None:
+            results = map(_work, tasks)
+        else:
+            chunk = max(1, min(16, math.ceil(len(tasks) / (workers * 8))))
+            results = pool.imap(_work, tasks, chunksize=chunk)
+        for rec in results:
+            records.append(rec)
             if bar is not None:
                 bar.update(1)
-    else:
-        ctx = mp.get_context("spawn")  # safe even when the caller has threads (torch) running
-        with ctx.Pool(min(workers, len(tasks))) as pool:
-            chunk = max(1, min(16, math.ceil(len(tasks) / (workers * 8))))
-            for rec in pool.imap(_work, tasks, chunksize=chunk):
-                records.append(rec)
-                if bar is not None:
-                    bar.update(1)
-    if bar is not None:
-        bar.close()
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+        if bar is not None:
+            bar.close()
 
     by_split: dict[str, list[dict]] = {s: [] for s in SPLITS}
     for rec in records:
@@ -309,23 +329,39 @@ def generate_dataset(
     for rec in records:
         files[rec["video"]] = rec.pop("sha256")
 
-    _dump_json(out / "pretrain.json", [
-        _llava(r, f"<image>\n{r['prompt']}", r["caption"]) for r in by_split["pretrain"]
-    ])
-    _dump_json(out / "sft.json", [
-        _llava(r, f"<image>\n{format_problem(r['question'], r['options'])}\n{OPTION_SUFFIX}", r["answer"],
-               family=r["family"], answer=r["answer"])
-        for r in by_split["sft"]
-    ])
+    _dump_json(
+        out / "pretrain.json", [_llava(r, f"<image>\n{r['prompt']}", r["caption"]) for r in by_split["pretrain"]]
+    )
+    _dump_json(
+        out / "sft.json",
+        [
+            _llava(
+                r,
+                f"<image>\n{format_problem(r['question'], r['options'])}\n{OPTION_SUFFIX}",
+                r["answer"],
+                family=r["family"],
+                answer=r["answer"],
+            )
+            for r in by_split["sft"]
+        ],
+    )
     cold_name = coldstart_filename(all_sizes["coldstart"])
     for old in out.glob("coldstart-*.json"):
         if old.name != cold_name:
             old.unlink()
-    _dump_json(out / cold_name, [
-        _llava(r, f"<image>\n{format_problem(r['question'], r['options'])} {REASON_SUFFIX}",
-               f"<think>{r['reasoning']}</think> <answer>{r['answer']}</answer>", family=r["family"], answer=r["answer"])
-        for r in by_split["coldstart"]
-    ])
+    _dump_json(
+        out / cold_name,
+        [
+            _llava(
+                r,
+                f"<image>\n{format_problem(r['question'], r['options'])} {REASON_SUFFIX}",
+                f"<think>{r['reasoning']}</think> <answer>{r['answer']}</answer>",
+                family=r["family"],
+                answer=r["answer"],
+            )
+            for r in by_split["coldstart"]
+        ],
+    )
     for split in ("rl", "test", "test_heldout"):
         _dump_jsonl(out / f"{split}.jsonl", [_grpo(r) for r in by_split[split]])
     for fname in ("pretrain.json", "sft.json", cold_name, "rl.jsonl", "test.jsonl", "test_heldout.jsonl"):
@@ -346,13 +382,22 @@ def generate_dataset(
         "families": {s: tally(s, "family") for s in SPLITS},
         "answer_letters": {s: tally(s, "answer") for s in SPLITS if s != "pretrain"},
         "files_by_split": {
-            "pretrain": "pretrain.json", "sft": "sft.json", "coldstart": cold_name,
-            "rl": "rl.jsonl", "test": "test.jsonl", "test_heldout": "test_heldout.jsonl",
+            "pretrain": "pretrain.json",
+            "sft": "sft.json",
+            "coldstart": cold_name,
+            "rl": "rl.jsonl",
+            "test": "test.jsonl",
+            "test_heldout": "test_heldout.jsonl",
         },
         "heldout": HELDOUT_DEFINITION,
         "video": {
-            "codec": "h264", "pix_fmt": "yuv420p", "container": "mp4", "x264": dict(X264_OPTIONS),
-            "fps_choices": list(FPS_CHOICES), "frames": [MIN_FRAMES, MAX_FRAMES], "seconds": [MIN_SECONDS, MAX_SECONDS],
+            "codec": "h264",
+            "pix_fmt": "yuv420p",
+            "container": "mp4",
+            "x264": dict(X264_OPTIONS),
+            "fps_choices": list(FPS_CHOICES),
+            "frames": [MIN_FRAMES, MAX_FRAMES],
+            "seconds": [MIN_SECONDS, MAX_SECONDS],
         },
         "verified_num_frames": list(VERIFY_NUM_FRAMES),
         "families_list": list(FAMILIES),
