@@ -10,6 +10,8 @@ any training starts.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -201,6 +203,8 @@ def _coerce(value: Any, tp, where: str):
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):  # nan passes every range check: refuse it (and inf) here
+            raise ConfigError(f"{where}: {value!r} is not a finite number")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -321,6 +325,22 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("model.trainable: at least one part must be trained")
     if len(set(cfg.model.trainable)) != len(cfg.model.trainable):
         raise ConfigError(f"model.trainable: {cfg.model.trainable!r} lists a part twice")
+    for where, name in [("rl.reward", cfg.rl.reward)] + [
+            (f"rl.extra_rewards[{i}]", n) for i, n in enumerate(cfg.rl.extra_rewards)]:
+        _check_reward_name(where, name)
+
+
+def _check_reward_name(where: str, name: str) -> None:
+    """A registered reward or a `module:function` path, checked without importing user code."""
+    from tinyvr.rl.rewards import REWARD_FUNCTIONS  # no torch: cheap
+
+    if name in REWARD_FUNCTIONS:
+        return
+    module, sep, attr = name.partition(":")
+    dotted = r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*"
+    if not sep or not re.fullmatch(dotted, module) or not re.fullmatch(dotted, attr):
+        raise ConfigError(f"{where}: unknown reward {name!r}; use one of "
+                          f"{', '.join(sorted(REWARD_FUNCTIONS))} or an import path 'module:function'")
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:

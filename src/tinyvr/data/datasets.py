@@ -10,13 +10,17 @@ A malformed row does not stop loading: loaders return (rows, bad) where each bad
 DataError naming the file, the line (jsonl, 1-based) or item (json, as field "[i].key") and the
 field. Problems with the file as a whole (missing, not JSON, not a list) raise DataError.
 Video paths are resolved under `video_root`; a path that escapes it (`..`, absolute) is refused
-unless `allow_outside_root=True`.
+unless `allow_outside_root=True`. Where a row's options can be known (an `options` column, or
+"A. text" lines after "Options:" in the question), empty options and an answer letter that is not
+one of them are bad rows too.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import string
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +31,11 @@ from tinyvr.errors import DataError
 
 MAX_LINE_BYTES = 1 << 20  # a jsonl row longer than 1 MiB is not a question; refuse, don't parse
 GRPO_FIELDS = ("problem", "solution", "video_filename")
+LETTERS = tuple(string.ascii_uppercase)
+# "A. text", "(A) text", "A) text", "A: text" option lines (NextQA, MVBench, MLVU styles)
+_OPTION_LINE = re.compile(r"^\s*\(?([A-Z])[.):]\s*(.*)$")
+_ANSWER_TAG = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.DOTALL)
+_LETTER = re.compile(r"^\(?([A-Z])\)?\.?$")  # a bare option letter: "C", "(C)", "C."
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,69 @@ def _string(obj: dict, key: str) -> str:
     if not value.strip():
         raise ValueError("is empty")
     return value
+
+
+def option_letters(text: str) -> tuple[str, ...] | None:
+    """Letters of the option lines ("A. text") after 'Options:' in a question.
+
+    () when 'Options:' ends the text (empty options); None when there is no 'Options:' or fewer
+    than two option lines follow it (another layout: nothing can be checked against it)."""
+    head, sep, tail = text.partition("Options:")
+    if not sep:
+        return None
+    if not tail.strip():
+        return ()
+    letters = []
+    for line in tail.strip("\n").splitlines():
+        m = _OPTION_LINE.match(line)
+        if not m:
+            break
+        letters.append(m.group(1))
+    return tuple(letters) if len(letters) >= 2 else None
+
+
+def answer_letter(text: str) -> str | None:
+    """The option letter an answer names: a bare "C" / "(C)" / "C." or that inside <answer> tags."""
+    tag = _ANSWER_TAG.search(text)
+    m = _LETTER.match((tag.group(1) if tag else text).strip())
+    return m.group(1) if m else None
+
+
+def _check_options(obj: dict, problem: str, solution: str) -> tuple[str, str] | None:
+    """(field, reason) when a GRPO row's options are empty or its answer is not one of them."""
+    if "options" in obj:  # an explicit column wins over the problem text
+        options = obj["options"]
+        if isinstance(options, dict):
+            keys = list(options)
+            if not keys:
+                return "options", "is empty"
+            if not all(isinstance(k, str) and k in LETTERS for k in keys):
+                return "options", f"keys must be option letters A-Z, got {keys[:5]}"
+            letters = tuple(keys)
+        elif isinstance(options, list):
+            if not options:
+                return "options", "is empty"
+            if not all(isinstance(o, str) and o.strip() for o in options):
+                return "options", "must be a list of non-empty strings"
+            if len(options) > len(LETTERS):
+                return "options", f"has {len(options)} entries; at most {len(LETTERS)} (A-Z)"
+            letters = LETTERS[: len(options)]
+        else:
+            return "options", f"must be a list of option texts, got {type(options).__name__}"
+    else:
+        letters = option_letters(problem)
+        if letters is None:
+            return None  # a free-form question: nothing to check the answer against
+        if not letters:
+            return "problem", "'Options:' is followed by no options"
+    letter = answer_letter(solution)
+    if letter is not None and letter not in letters:
+        return "solution", f"answer {letter!r} is not one of the option letters {', '.join(letters)}"
+    given = obj.get("answer")  # a separate answer column (the synthetic data has one) must agree
+    given_letter = _LETTER.match(given.strip()) if isinstance(given, str) else None
+    if letter is not None and given_letter and given_letter.group(1) != letter:
+        return "answer", f"{given!r} disagrees with solution {letter!r}"
+    return None
 
 
 def _read_lines(path: Path, max_line_bytes: int):
@@ -135,6 +207,9 @@ def load_grpo_jsonl(path, video_root, *, allow_outside_root: bool = False, check
         except json.JSONDecodeError as e:
             fail(f"malformed JSON ({e.msg} at column {e.colno})")
             continue
+        except (ValueError, RecursionError) as e:  # a 5,000-digit number, 100,000 nested brackets
+            fail(f"malformed JSON ({type(e).__name__}: {str(e)[:100]})")
+            continue
         if not isinstance(obj, dict):
             fail(f"expected a JSON object, got {type(obj).__name__}")
             continue
@@ -149,6 +224,10 @@ def load_grpo_jsonl(path, video_root, *, allow_outside_root: bool = False, check
                 fail(str(e), key)
                 break
         else:
+            wrong = _check_options(obj, values["problem"], values["solution"])
+            if wrong is not None:
+                fail(wrong[1], wrong[0])
+                continue
             try:
                 video = resolve_video_path(video_root, values["video_filename"],
                                            allow_outside_root=allow_outside_root)
@@ -184,6 +263,8 @@ def load_conversation_json(path, video_root, *, allow_outside_root: bool = False
         items = json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(path, f"malformed JSON ({e.msg} at column {e.colno})", line=e.lineno) from e
+    except (ValueError, RecursionError) as e:
+        raise DataError(path, f"malformed JSON ({type(e).__name__}: {str(e)[:100]})") from e
     if not isinstance(items, list):
         raise DataError(path, f"expected a JSON list of samples, got {type(items).__name__}")
     rows: list[ConversationRow] = []
@@ -220,6 +301,14 @@ def load_conversation_json(path, video_root, *, allow_outside_root: bool = False
             continue
         if require_answer and turns[-1][1] is None:
             fail("the last message must be the gpt answer", "conversations")
+            continue
+        letters = option_letters(turns[0][0])
+        if letters == ():
+            fail("'Options:' is followed by no options", "conversations")
+            continue
+        letter = answer_letter(turns[0][1]) if letters and turns[0][1] is not None else None
+        if letter is not None and letter not in letters:
+            fail(f"answer {letter!r} is not one of the option letters {', '.join(letters)}", "conversations")
             continue
         try:
             video = resolve_video_path(video_root, video_rel, allow_outside_root=allow_outside_root)

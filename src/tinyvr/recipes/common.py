@@ -83,7 +83,8 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", dtype: torc
 
         model, processor = load_reference(path, dtype=dtype, device=device, tokenizer_dir=tokenizer_dir)
     else:
-        model = TinyVideoForConditionalGeneration.from_pretrained(path, dtype=dtype)
+        # safetensors only: a folder holding just a pickle (.bin) is refused, never unpickled
+        model = TinyVideoForConditionalGeneration.from_pretrained(path, dtype=dtype, use_safetensors=True)
         processor = Processor.from_pretrained(tokenizer_dir or path)
     return model.to(device), processor
 

@@ -29,6 +29,7 @@ from tinyvr.errors import TinyVRError
 from tinyvr.model import set_trainable
 from tinyvr.recipes.common import (DataOrder, Timer, build_optimizer, build_scheduler, load_or_create,
                                    save_model, setup_run, total_steps)
+from tinyvr.recipes.validate import preflight
 from tinyvr.recipes.resume import restore_training, training_state
 from tinyvr.rl.advantages import group_advantages, zero_std_groups
 from tinyvr.rl.loss import mask_truncated, policy_loss
@@ -102,7 +103,7 @@ def grpo_update(model, ref_model, batch, adv, mask, cfg: TrainConfig, optimizer,
                 max_completion_length=cfg.rollout.max_new_tokens)
             metrics["entropy"] = float(entropy)
             if not torch.isfinite(loss):
-                metrics["nonfinite_loss"] = 1
+                metrics["skipped_updates"] = 1
                 optimizer.zero_grad(set_to_none=True)
                 scheduler.step()
                 continue
@@ -115,13 +116,14 @@ def grpo_update(model, ref_model, batch, adv, mask, cfg: TrainConfig, optimizer,
             if torch.isfinite(grad_norm):
                 optimizer.step()
             else:
-                metrics["nonfinite_loss"] = 1
+                metrics["skipped_updates"] = 1
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
     return metrics
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
+    preflight(cfg)
     ctx = setup_run(cfg)
     banner(f"grpo: {cfg.run.name}")
     model, processor = load_or_create(cfg, ctx)
@@ -136,7 +138,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         info(f"skipped row: {err}")
     if cfg.data.limit:
         rows = rows[: cfg.data.limit]
-    tracker = BadSampleTracker(cfg.data.max_bad_fraction, initial_bad=len(bad_rows))
+    tracker = BadSampleTracker(cfg.data.max_bad_fraction, initial_bad=len(bad_rows), initial_good=len(rows),
+                               source=cfg.data.train_file)
     tracker.check()
     videos = VideoInputs(model, processor, cache=cfg.data.cache_features)
     engine = RolloutEngine(model, processor)
@@ -154,6 +157,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         info(f"resumed from {ckpt} at step {start}")
     ctx.logger.truncate_after(start)
     rollout_log = JsonlWriter(ctx.out_dir / "rollouts.jsonl", enabled=ctx.is_main and cfg.run.rollout_log_every > 0)
+    rollout_log.truncate_after(start)  # a resumed run redoes the steps after its checkpoint
     info(f"{len(rows)} prompts, {steps} steps x {cfg.optim.batch_size} prompts x {G} completions"
          f" x {ctx.dist.world_size} ranks; beta={cfg.rl.beta}, noise={cfg.rl.noise_std}")
 

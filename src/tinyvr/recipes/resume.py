@@ -43,7 +43,7 @@ def load_model_weights(model: torch.nn.Module, folder: str | Path) -> None:
         model.tie_weights()
 
 
-def restore_training(ckpt: Path, model, optimizer, scheduler, order, tracker, ctx) -> int:
+def restore_training(ckpt: Path, model, optimizer, scheduler, order, tracker, ctx, counters=None) -> int:
     """Put model, optimizer, scheduler, data position and RNGs back as they were at `ckpt`."""
     state = CheckpointManager.load_state(ckpt)
     load_model_weights(model, Path(ckpt) / "model")
@@ -52,4 +52,6 @@ def restore_training(ckpt: Path, model, optimizer, scheduler, order, tracker, ct
     order.cursor = state["data_cursor"]
     tracker.num_good, tracker.num_bad = state["bad"]["good"], state["bad"]["bad"]
     set_rng_state(state["rng"], ctx.generator)
+    if counters is not None:
+        counters.update(state.get("counters", {}))
     return int(state["step"])

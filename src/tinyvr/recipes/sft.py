@@ -22,6 +22,7 @@ from tinyvr.errors import TinyVRError
 from tinyvr.model import set_trainable
 from tinyvr.recipes.common import (DataOrder, build_optimizer, build_scheduler, load_or_create,
                                    log_line, save_model, setup_run, total_steps)
+from tinyvr.recipes.validate import preflight
 from tinyvr.recipes.resume import load_model_weights, restore_training, training_state
 from tinyvr.utils.distributed import average_gradients, barrier, reduce_metrics
 from tinyvr.utils.logging import banner, info
@@ -48,6 +49,7 @@ def next_batch(rows, order: DataOrder, processor, videos: VideoInputs, tracker: 
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
+    preflight(cfg)
     ctx = setup_run(cfg)
     banner(f"{cfg.stage}: {cfg.run.name}")
     model, processor = load_or_create(cfg, ctx)
@@ -58,62 +60,61 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         info(f"skipped row: {err}")
     if cfg.data.limit:
         rows = rows[: cfg.data.limit]
-    tracker = BadSampleTracker(cfg.data.max_bad_fraction, initial_bad=len(bad_rows))
+    tracker = BadSampleTracker(cfg.data.max_bad_fraction, initial_bad=len(bad_rows), initial_good=len(rows),
+                               source=cfg.data.train_file)
     tracker.check()
     videos = VideoInputs(model, processor, cache=cfg.data.cache_features)
     steps = total_steps(cfg, len(rows), ctx.dist.world_size)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, steps)
     order = DataOrder(len(rows), cfg.run.seed, ctx.dist.rank, ctx.dist.world_size)
-    start = 0
+    start, counters = 0, {"skipped_updates": 0}
     if resume and (ckpt := ctx.ckpt.latest()) is not None:
-        start = restore_training(ckpt, model, optimizer, scheduler, order, tracker, ctx)
+        start = restore_training(ckpt, model, optimizer, scheduler, order, tracker, ctx, counters)
         info(f"resumed from {ckpt} at step {start}")
     ctx.logger.truncate_after(start)
     info(f"{len(rows)} samples, {steps} steps of {cfg.optim.batch_size}x{cfg.optim.grad_accum}"
          f"x{ctx.dist.world_size}, trainable: {', '.join(cfg.model.trainable)}")
 
     model.train()
-    skipped_updates = 0
     bar = tqdm(range(start, steps), initial=start, total=steps, desc=cfg.stage,
                disable=not (cfg.run.progress and ctx.is_main), dynamic_ncols=True)
     for step in bar:
-        loss_sum, tokens = 0.0, 0
+        loss_sum, tokens, finite = 0.0, 0, True
         for _ in range(cfg.optim.grad_accum):
             batch = next_batch(rows, order, processor, videos, tracker, cfg.optim.batch_size)
-            out = model(**batch)
-            loss = out.loss / cfg.optim.grad_accum
-            if not torch.isfinite(loss):
-                skipped_updates += 1
-                optimizer.zero_grad(set_to_none=True)
+            loss = model(**batch).loss / cfg.optim.grad_accum
+            if not torch.isfinite(loss):  # skip the whole update, count it, keep going
+                finite = False
+                loss_sum = float("nan")
                 break
             loss.backward()
             loss_sum += loss.item()
             tokens += int((batch["labels"] != -100).sum())
-        else:
+        grad_norm = float("nan")
+        if finite:
             average_gradients(model, ctx.dist)
             grad_norm = torch.nn.utils.clip_grad_norm_(
                 [p for p in model.parameters() if p.requires_grad],
-                cfg.optim.max_grad_norm if cfg.optim.max_grad_norm > 0 else math.inf)
-            if torch.isfinite(grad_norm):
+                cfg.optim.max_grad_norm if cfg.optim.max_grad_norm > 0 else math.inf).item()
+            if math.isfinite(grad_norm):
                 optimizer.step()
             else:
-                skipped_updates += 1
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            metrics = reduce_metrics({"loss": loss_sum, "grad_norm": grad_norm.item(),
-                                      "lr": scheduler.get_last_lr()[0], "target_tokens": tokens,
-                                      "bad_samples": tracker.num_bad, "skipped_updates": skipped_updates},
-                                     ctx.dist)
-            if (step + 1) % cfg.run.log_every == 0 or step + 1 == steps:
-                ctx.logger.log(step + 1, metrics)
-                bar.set_postfix(loss=f"{metrics['loss']:.3f}")
-        if not torch.isfinite(loss):
-            scheduler.step()
+                finite = False
+        counters["skipped_updates"] += int(not finite)
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        metrics = reduce_metrics({"loss": loss_sum, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0],
+                                  "target_tokens": tokens, "bad_samples": tracker.num_bad,
+                                  "skipped_updates": counters["skipped_updates"]}, ctx.dist)
+        if (step + 1) % cfg.run.log_every == 0 or step + 1 == steps:
+            ctx.logger.log(step + 1, metrics)
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}")
         if cfg.run.save_every and (step + 1) % cfg.run.save_every == 0 and step + 1 < steps:
             if ctx.is_main:
                 ctx.ckpt.save(step + 1, lambda d: save_model(model, processor, d),
-                              training_state(step + 1, optimizer, scheduler, order, tracker, ctx))
+                              training_state(step + 1, optimizer, scheduler, order, tracker, ctx,
+                                             counters=dict(counters)))
             barrier(ctx.dist)
     bar.close()
     final = ctx.out_dir / "model"

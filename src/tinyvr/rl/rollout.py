@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from tinyvr.rl.loss import completion_mask
 
@@ -71,6 +72,73 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: int, top_p: flo
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+class _PreallocatedLayer(DynamicLayer):
+    """A `DynamicLayer` whose keys/values live in a buffer with room for `capacity` positions.
+
+    `DynamicLayer.update` concatenates, copying the whole layer cache at every decode step
+    (quadratic in the completion length; ~20 % of the tiny model's decode time on CPU). Here a
+    step writes its one position in place and `keys`/`values` are views of the filled part.
+    """
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, capacity: int):
+        super().__init__()
+        self.device = keys.device
+        self.is_initialized = True
+        self._len = keys.shape[-2]
+        cap = max(capacity, self._len)
+        self._k = keys.new_empty(*keys.shape[:-2], cap, keys.shape[-1])
+        self._v = values.new_empty(*values.shape[:-2], cap, values.shape[-1])
+        self._k[..., : self._len, :] = keys
+        self._v[..., : self._len, :] = values
+        self._views()
+
+    def _views(self):
+        self.keys = self._k[..., : self._len, :]
+        self.values = self._v[..., : self._len, :]
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        n = key_states.shape[-2]
+        if self._len + n > self._k.shape[-2]:  # out of room: grow (not expected within a rollout)
+            grow = max(self._k.shape[-2], n)
+            self._k = torch.cat([self._k, self._k.new_empty(*self._k.shape[:-2], grow, self._k.shape[-1])], -2)
+            self._v = torch.cat([self._v, self._v.new_empty(*self._v.shape[:-2], grow, self._v.shape[-1])], -2)
+        self._k[..., self._len: self._len + n, :] = key_states
+        self._v[..., self._len: self._len + n, :] = value_states
+        self._len += n
+        self._views()
+        return self.keys, self.values
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove > 0:
+            raise ValueError("crop takes a negative number of tokens to remove")
+        self._len = max(0, self._len + tokens_to_remove)
+        self._views()
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        self._k = self._k.repeat_interleave(repeats, dim=0)
+        self._v = self._v.repeat_interleave(repeats, dim=0)
+        self._views()
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self._k, self._v = self._k[indices], self._v[indices]
+        self._views()
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        self.batch_select_indices(beam_idx.to(self._k.device))
+
+    def reset(self) -> None:
+        self._k = self._v = None
+        self._len = 0
+        super().reset()
+
+
+def _preallocate(cache: DynamicCache, capacity: int) -> None:
+    """Move every filled layer of `cache` into a `_PreallocatedLayer` with room for `capacity`."""
+    for i, layer in enumerate(cache.layers):
+        if type(layer) is DynamicLayer and layer.is_initialized and layer.get_seq_length() > 0:
+            cache.layers[i] = _PreallocatedLayer(layer.keys, layer.values, capacity)
+
+
 class RolloutEngine:
     def __init__(self, model, processor, eos_token_id: int | None = None):
         self.model = model
@@ -122,8 +190,10 @@ class RolloutEngine:
         out = lm(inputs_embeds=embeds, attention_mask=attn, position_ids=pos, cache=cache,
                  use_cache=True, logits_to_keep=1)
         cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None) or cache
-        # expand the prefilled cache xG: [P, L] -> [P*G, L] (rows of a prompt are adjacent)
+        # expand the prefilled cache xG: [P, L] -> [P*G, L] (rows of a prompt are adjacent), into
+        # buffers with room for every new token (decode steps then write in place)
         cache.batch_repeat_interleave(G)
+        _preallocate(cache, embeds.shape[1] + params.max_new_tokens)
         logits = out.logits[:, -1].repeat_interleave(G, 0)  # [P*G, V]
         attn = attn.repeat_interleave(G, 0)
         next_pos = pos[:, -1:].repeat_interleave(G, 0) + 1  # [P*G, 1]

@@ -8,7 +8,11 @@ Layout under `<run>/checkpoints/`:
     latest                 text file naming the newest complete checkpoint
 
 A rename is atomic on POSIX: a kill at any moment leaves either the previous checkpoint set or the
-new one, never a half-written folder that resume would pick up. Stale `.tmp-*` folders are removed.
+new one, never a half-written folder that resume would pick up. Every file is fsync'ed before the
+rename (a power cut cannot leave a DONE marker beside empty weights). Stale `.tmp-*` folders and
+`.latest-*` files of a killed save are removed by the next successful save. Any failure while
+writing (disk full, permissions, a serializer error) raises CheckpointError and leaves the
+previous checkpoint as it was.
 """
 
 from __future__ import annotations
@@ -49,6 +53,24 @@ def _from_safe(obj):
     return obj
 
 
+def _fsync_file(path: Path) -> None:
+    fd = os.open(str(path), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(folder: Path) -> None:
+    """fsync every file under `folder`, then the folders themselves (data before the rename)."""
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            _fsync_file(p)
+    for d in sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True):
+        _fsync_dir(d)
+    _fsync_dir(folder)
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(str(path), os.O_RDONLY)
@@ -67,31 +89,41 @@ class CheckpointManager:
 
     def save(self, step: int, save_model: Callable[[Path], None], state: dict) -> Path:
         """Write checkpoint `step`: `save_model(folder)` writes the model, `state` the rest."""
-        self.root.mkdir(parents=True, exist_ok=True)
         final = self.root / f"step_{step:06d}"
         tmp = self.root / f".tmp-step_{step:06d}-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
+        latest_tmp = self.root / f".latest-{os.getpid()}"
+        aside = self.root / f".tmp-old-{final.name}-{os.getpid()}"
         try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir()
             save_model(tmp / "model")
             torch.save(_to_safe(state), tmp / "trainer_state.pt")
             (tmp / "DONE").write_text(str(step))
-            _fsync_dir(tmp)
-            if final.exists():
-                shutil.rmtree(final)
+            _fsync_tree(tmp)
+            if final.exists():  # the same step saved again: move the old one aside, never delete first
+                shutil.rmtree(aside, ignore_errors=True)
+                os.replace(final, aside)
             os.replace(tmp, final)
-            latest_tmp = self.root / f".latest-{os.getpid()}"
             latest_tmp.write_text(final.name)
+            _fsync_file(latest_tmp)
             os.replace(latest_tmp, self.root / "latest")
             _fsync_dir(self.root)
         except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
-            if isinstance(e, OSError):
+            try:
+                latest_tmp.unlink(missing_ok=True)
+                if aside.exists() and not final.exists():  # failed between the two renames
+                    os.replace(aside, final)
+            except OSError:
+                pass  # the pointer still names a complete checkpoint; the next save sweeps the rest
+            if isinstance(e, Exception):  # disk full, permissions, a serializer's own error type
+                reason = f"{type(e).__name__}: {e}" if not isinstance(e, OSError) else str(e)
                 raise CheckpointError(
-                    f"could not write checkpoint {final} ({e}); the previous checkpoint is intact"
+                    f"could not write checkpoint {final} ({reason}); the previous checkpoint is intact"
                 ) from e
-            raise
+            raise  # KeyboardInterrupt / SystemExit: cleaned up, passed on
         self._prune()
         return final
 
@@ -103,8 +135,10 @@ class CheckpointManager:
     def _prune(self) -> None:
         for p in self._complete()[: -self.keep]:
             shutil.rmtree(p, ignore_errors=True)
-        for p in self.root.glob(".tmp-*"):
+        for p in self.root.glob(".tmp-*"):  # left by a killed save (or moved aside above)
             shutil.rmtree(p, ignore_errors=True)
+        for p in self.root.glob(".latest-*"):
+            p.unlink(missing_ok=True)
 
     def latest(self) -> Path | None:
         """The newest complete checkpoint, or None."""
@@ -121,4 +155,9 @@ class CheckpointManager:
         path = Path(ckpt) / "trainer_state.pt"
         if not path.is_file():
             raise CheckpointError(f"{ckpt}: no trainer_state.pt (incomplete checkpoint)")
-        return _from_safe(torch.load(path, map_location="cpu", weights_only=True))
+        try:  # weights_only: tensors and plain containers only, never arbitrary pickled objects
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise CheckpointError(f"{path}: unreadable training state ({type(e).__name__}: "
+                                  f"{str(e).splitlines()[0] if str(e) else ''})") from e
+        return _from_safe(state)

@@ -18,6 +18,58 @@ def _clean(v):
     return v
 
 
+def drop_partial_line(path: Path) -> None:
+    """Repair a last line without newline (a write killed half-way) so the next append starts a
+    line of its own instead of gluing a good record onto the broken one: a complete JSON record
+    gets its newline, anything else is cut."""
+    try:
+        with open(path, "rb+") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return
+            f.seek(size - 1)
+            if f.read(1) == b"\n":
+                return
+            pos, block, cut = size, 1 << 16, 0  # find the last newline, reading backwards
+            while pos > 0:
+                start = max(0, pos - block)
+                f.seek(start)
+                nl = f.read(pos - start).rfind(b"\n")
+                if nl >= 0:
+                    cut = start + nl + 1
+                    break
+                pos = start
+            f.seek(cut)
+            try:
+                json.loads(f.read())
+                f.write(b"\n")  # only the newline was lost
+            except ValueError:
+                f.truncate(cut)
+    except FileNotFoundError:
+        return
+
+
+def _truncate_jsonl(path: Path, step: int, key: str = "step") -> None:
+    """Keep only the well-formed records with `key` <= step (atomic rewrite)."""
+    if not path.exists():
+        return
+    keep = []
+    with open(path, "rb") as f:
+        for raw in f:
+            try:
+                row = json.loads(raw)
+            except ValueError:  # a line cut by a kill (or not UTF-8) is dropped
+                continue
+            if isinstance(row, dict) and isinstance(row.get(key, 0), (int, float)) and row.get(key, 0) <= step:
+                keep.append(raw.rstrip(b"\n") + b"\n")
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.writelines(keep)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 class MetricsLogger:
     """Append one JSON line per step to `metrics.jsonl` and mirror scalars to TensorBoard.
 
@@ -34,6 +86,7 @@ class MetricsLogger:
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        drop_partial_line(self.path)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -44,18 +97,8 @@ class MetricsLogger:
 
     def truncate_after(self, step: int) -> None:
         """Drop lines with step > `step` (resume after a crash mid-interval)."""
-        if not self.enabled or not self.path.exists():
-            return
-        keep = []
-        for line in self.path.read_text().splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= step:
-                    keep.append(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a kill is dropped
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(line + "\n" for line in keep))
-        os.replace(tmp, self.path)
+        if self.enabled:
+            _truncate_jsonl(self.path, step)
 
     def log(self, step: int, metrics: dict) -> None:
         if not self.enabled:
@@ -77,13 +120,23 @@ class MetricsLogger:
 
 
 class JsonlWriter:
-    """Append-only jsonl file with a flush per record (rollout samples, predictions)."""
+    """Append-only jsonl file with a flush per record (rollout samples, predictions).
 
-    def __init__(self, path: str | Path, enabled: bool = True):
+    A last line cut by a kill is dropped on opening (the next record starts a fresh line);
+    `truncate_after(step)` drops records past a resumed step; `fsync=True` syncs every record.
+    """
+
+    def __init__(self, path: str | Path, enabled: bool = True, *, fsync: bool = False):
         self.path = Path(path)
-        self.enabled = enabled
+        self.enabled, self.fsync = enabled, fsync
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            drop_partial_line(self.path)
+
+    def truncate_after(self, step: int, key: str = "step") -> None:
+        """Drop records whose `key` is past `step` (resume: they will be written again)."""
+        if self.enabled:
+            _truncate_jsonl(self.path, step, key)
 
     def write(self, record: dict) -> None:
         if not self.enabled:
@@ -91,6 +144,8 @@ class JsonlWriter:
         with open(self.path, "a") as f:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
             f.flush()
+            if self.fsync:
+                os.fsync(f.fileno())
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -98,11 +153,12 @@ def read_jsonl(path: str | Path) -> list[dict]:
     p = Path(path)
     if not p.exists():
         return out
-    for line in p.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
+    with open(p, "rb") as f:
+        for raw in f:
+            try:
+                out.append(json.loads(raw))
+            except ValueError:  # a cut line or invalid UTF-8
+                continue
     return out
 
 
