@@ -341,3 +341,16 @@ def test_bad_options_raise_config_error(tmp_path, kwargs, option):
     if option == "sizes" and "valid" in str(kwargs):
         assert "pretrain" in str(err.value)  # the allowed values are listed
     assert not (tmp_path / "bad" / "manifest.json").exists()
+
+
+def test_encoding_is_bit_exact_when_repeated_in_one_process():
+    # x264 rate-control state once leaked between encodes in one process (CRF + mb-tree); the
+    # pool's workers encode many clips one after another, so repeated encodes must agree.
+    from tinyvr.data.synthetic.render import encode_mp4
+    from tinyvr.data.synthetic.writer import generate_item
+
+    for split, index in (("sft", 7), ("rl", 0), ("test", 2), ("rl", 1)):
+        _, cand = generate_item(0, split, index, 64)
+        frames = cand.view.frames()
+        digests = {hashlib.sha256(encode_mp4(frames, cand.scene.fps)).hexdigest() for _ in range(4)}
+        assert len(digests) == 1, (split, index)

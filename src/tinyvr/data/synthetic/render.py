@@ -16,8 +16,10 @@ import numpy as np
 
 from .scene import BACKGROUND, PALETTE, Scene, Track
 
-# Fixed encoder settings: single-threaded libx264 is bit-exact from run to run.
-X264_OPTIONS = {"crf": "18", "preset": "veryfast"}
+# Fixed encoder settings: single-threaded libx264 at a constant quantizer is bit-exact from run to
+# run. Not CRF: its macroblock-tree rate control made the bytes of some clips vary between calls
+# in one process (seen with PyAV 18's bundled x264), which broke "same seed, same bytes".
+X264_OPTIONS = {"qp": "18", "preset": "veryfast"}
 
 
 def shape_mask(shape: str, x: float, y: float, size: float, frame_size: int) -> tuple[slice, slice, np.ndarray]:
@@ -115,10 +117,12 @@ def encode_mp4(frames: np.ndarray, fps: float) -> bytes:
         stream = container.add_stream("libx264", rate=fps_fraction(fps))
         stream.width, stream.height = int(frames.shape[2]), int(frames.shape[1])
         stream.pix_fmt = "yuv420p"
-        stream.codec_context.thread_count = 1
+        cc = stream.codec_context
+        cc.thread_count = 1
         stream.options = dict(X264_OPTIONS)
+        cc.time_base = 1 / fps_fraction(fps)
         for i, f in enumerate(frames):
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24").reformat(format="yuv420p")
             vf.pts = i
             for packet in stream.encode(vf):
                 container.mux(packet)
