@@ -1,0 +1,172 @@
+"""RolloutEngine against sequential `model.generate` calls, plus its masks, seeding, chunking and
+compaction. One tiny random model (fp32) is built once for the module.
+
+EOS: a random model almost never emits the tokenizer's EOS, so the tests pick as "EOS" a token
+that the greedy continuation of one prompt emits after a few steps and that another prompt never
+emits: that gives rows that stop early and rows that run into `max_new_tokens` in the same batch.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tinyvr.rl.rollout import RolloutEngine, SamplingParams
+
+MAX_NEW = 12
+QUESTIONS = [
+    "Which direction does the red circle move? Options: A. left B. right C. up D. down",
+    "How many shapes are in the video?",
+    "What happens after the blue square hits the left wall and the green triangle appears in the "
+    "upper half of the frame? Options: A. it turns red B. it stops C. it bounces back D. it disappears",
+]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    from tinyvr.recipes.common import new_model
+
+    # larger init std than HF's 0.02 so greedy decoding does not collapse onto one repeated token
+    model, processor = new_model("tiny", overrides={"text_config": {"initializer_range": 0.2}}, seed=0)
+    model = model.float().eval()
+    prompts = [processor.encode_prompt(q) for q in QUESTIONS]
+    assert len({len(p) for p in prompts}) == len(prompts)  # different lengths: left padding at work
+    cfg = model.config
+    size = cfg.vision_config.image_size
+    g = torch.Generator().manual_seed(7)
+    px = torch.rand(len(prompts), cfg.num_frames, 3, size, size, generator=g) * 2 - 1
+    with torch.no_grad():
+        embeds = model.encode_video(px)  # [P, N, D]
+    return model, processor, prompts, embeds
+
+
+def hf_greedy(model, prompt, embeds, eos, max_new=MAX_NEW):
+    """One prompt, as the original did it: `generate(do_sample=False)` on a batch of one."""
+    out = model.generate(torch.tensor([prompt]), video_embeds=embeds, max_new_tokens=max_new,
+                         do_sample=False, eos_token_id=eos, pad_token_id=eos)
+    return out[0].tolist()
+
+
+@pytest.fixture(scope="module")
+def eos_and_reference(setup):
+    """(eos, [per-prompt greedy ids]) with at least one prompt stopping early and one truncated."""
+    model, processor, prompts, embeds = setup
+    free = [hf_greedy(model, p, embeds[i: i + 1], eos=-1) for i, p in enumerate(prompts)]  # no EOS at all
+    assert all(len(f) == MAX_NEW for f in free)
+    assert any(len(set(f)) > 3 for f in free)  # a non-degenerate continuation
+    eos = None
+    for i in range(len(free)):
+        for t in range(2, MAX_NEW - 3):  # stop at step t (>= 2) of prompt i, never in some other prompt
+            tok = free[i][t]
+            if tok in free[i][:t]:
+                continue
+            if any(tok not in free[j] for j in range(len(free)) if j != i):
+                eos = tok
+                break
+        if eos is not None:
+            break
+    assert eos is not None, "no usable stop token in the greedy continuations"
+    ref = [hf_greedy(model, p, embeds[i: i + 1], eos=eos) for i, p in enumerate(prompts)]
+    lengths = [len(r) for r in ref]
+    assert min(lengths) < MAX_NEW and max(lengths) == MAX_NEW  # both an EOS hit and a max_new hit
+    return eos, ref
+
+
+def engine_greedy(setup, eos, G, **kw):
+    model, processor, prompts, embeds = setup
+    engine = RolloutEngine(model, processor, eos_token_id=eos)
+    params = SamplingParams(num_generations=G, max_new_tokens=MAX_NEW, temperature=0.0, **kw)
+    return engine.generate(prompts, embeds, params)
+
+
+def expected_rows(ref, eos, G, width):
+    rows = []
+    for r in ref:
+        padded = r + [eos] * (width - len(r))
+        rows += [padded] * G
+    return torch.tensor(rows)
+
+
+@pytest.mark.parametrize("G", [1, 3])
+def test_greedy_equals_sequential_generate(setup, eos_and_reference, G):
+    eos, ref = eos_and_reference
+    batch = engine_greedy(setup, eos, G)
+    P = len(ref)
+    assert batch.num_generations == G
+    assert batch.completion_ids.shape == (P * G, MAX_NEW)  # some row ran to max_new_tokens
+    assert torch.equal(batch.completion_ids, expected_rows(ref, eos, G, MAX_NEW))
+    # G identical greedy rows per prompt, in prompt order (row r belongs to prompt r // G)
+    for p in range(P):
+        rows = batch.completion_ids[p * G: (p + 1) * G]
+        assert (rows == rows[0]).all()
+    assert len(batch.texts) == P * G
+
+
+def test_completion_mask_and_truncated(setup, eos_and_reference):
+    eos, ref = eos_and_reference
+    batch = engine_greedy(setup, eos, 2)
+    for r, ids in enumerate(batch.completion_ids.tolist()):
+        hf = ref[r // 2]
+        stopped = eos in hf
+        assert bool(batch.truncated[r]) == (not stopped)
+        n = hf.index(eos) + 1 if stopped else MAX_NEW  # the first EOS itself is scored
+        assert batch.completion_mask[r].tolist() == [1] * n + [0] * (MAX_NEW - n)
+        assert ids[n:] == [eos] * (MAX_NEW - n)  # right-padded with EOS
+    assert torch.equal(batch.lengths, batch.completion_mask.sum(-1))
+    assert batch.stats["new_tokens"] == int(batch.completion_mask.sum())
+
+
+def test_sampling_is_seeded(setup):
+    model, processor, prompts, embeds = setup
+    engine = RolloutEngine(model, processor)
+    params = SamplingParams(num_generations=4, max_new_tokens=8, temperature=1.0, top_k=50, top_p=0.95)
+
+    def run(seed):
+        return engine.generate(prompts, embeds, params, torch.Generator().manual_seed(seed)).completion_ids
+
+    a, b, c = run(123), run(123), run(124)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    # the G samples of a prompt differ from each other (one shared prefill, independent draws)
+    assert len({tuple(r) for r in a[:4].tolist()}) > 1
+
+
+@pytest.mark.parametrize("budget", [1, "two_chunks"])
+def test_token_budget_chunking_is_invisible(setup, eos_and_reference, budget):
+    eos, ref = eos_and_reference
+    model, processor, prompts, embeds = setup
+    G = 2
+    if budget == "two_chunks":  # the first two prompts together, the third alone
+        n_vid = embeds.shape[1]
+        cost = [G * (len(p) - 1 + n_vid + MAX_NEW) for p in prompts]
+        budget = cost[0] + cost[1]
+    engine = RolloutEngine(model, processor, eos_token_id=eos)
+    params = SamplingParams(num_generations=G, max_new_tokens=MAX_NEW, temperature=0.0, token_budget=budget)
+    assert len(engine._chunks(prompts, embeds.shape[1], params)) >= 2
+    chunked = engine.generate(prompts, embeds, params)
+    whole = engine_greedy(setup, eos, G)
+    assert torch.equal(chunked.completion_ids, whole.completion_ids)
+    assert torch.equal(chunked.completion_mask, whole.completion_mask)
+    assert torch.equal(chunked.truncated, whole.truncated)
+
+
+def test_compaction_is_invisible(setup, eos_and_reference):
+    eos, ref = eos_and_reference
+    every_step = engine_greedy(setup, eos, 3, compact_every=1)
+    never = engine_greedy(setup, eos, 3, compact_every=0)
+    assert torch.equal(every_step.completion_ids, never.completion_ids)
+    assert torch.equal(every_step.completion_ids, expected_rows(ref, eos, 3, MAX_NEW))
+
+
+def test_all_rows_stop_early(setup, eos_and_reference):
+    """When every row has emitted EOS the loop ends: the width is the longest completion."""
+    eos, ref = eos_and_reference
+    model, processor, prompts, embeds = setup
+    stopped = [i for i, r in enumerate(ref) if len(r) < MAX_NEW]
+    i = stopped[0]
+    engine = RolloutEngine(model, processor, eos_token_id=eos)
+    params = SamplingParams(num_generations=2, max_new_tokens=MAX_NEW, temperature=0.0, compact_every=1)
+    batch = engine.generate([prompts[i]], embeds[i: i + 1], params)
+    assert batch.completion_ids.shape == (2, len(ref[i]))
+    assert batch.completion_ids[0].tolist() == ref[i]
+    assert not batch.truncated.any()
