@@ -232,3 +232,53 @@ def synthetic_root(tmp_path, place):
     for r in rows + held:
         place(root / r["video_filename"][2:])
     return root
+
+
+# ---- a model to evaluate -------------------------------------------------------------------------
+SMALL_MODEL = {  # the tiny preset shrunk further: evaluation logic does not depend on model size
+    "text_config": {"num_hidden_layers": 1, "hidden_size": 64, "intermediate_size": 128},
+    "vision_config": {"num_hidden_layers": 2, "hidden_size": 32, "intermediate_size": 64, "image_size": 32},
+    "num_queries": 16, "group": 4, "num_frames": 4, "resampler_head_dim": 16,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A randomly initialised tinyvr model folder (safetensors + tokenizer), built once."""
+    from tinyvr.recipes.common import init_model_folder
+
+    return init_model_folder("tiny", tmp_path_factory.mktemp("eval-model") / "tiny", seed=0,
+                             overrides=SMALL_MODEL)
+
+
+# ---- spying on generation ------------------------------------------------------------------------
+class Interrupted(Exception):
+    """Stands in for a kill (not KeyboardInterrupt: pytest would stop the session)."""
+
+
+@pytest.fixture
+def generate_calls(monkeypatch):
+    """Spy on `RolloutEngine.generate`: one (prompts, max_new_tokens) per call. `reset(kill_at=n)`
+    makes the n-th call from then on (1-based) raise `generate_calls.Interrupted` instead."""
+    from tinyvr.rl.rollout import RolloutEngine
+
+    real = RolloutEngine.generate
+
+    class Calls(list):
+        kill_at = 0
+
+        def reset(self, kill_at=0):
+            self.clear()
+            self.kill_at = kill_at
+
+    calls = Calls()
+    calls.Interrupted = Interrupted
+
+    def spy(self, prompt_ids, video_embeds, params, *args, **kwargs):
+        if calls.kill_at and len(calls) + 1 == calls.kill_at:
+            raise Interrupted
+        calls.append((len(prompt_ids), params.max_new_tokens))
+        return real(self, prompt_ids, video_embeds, params, *args, **kwargs)
+
+    monkeypatch.setattr(RolloutEngine, "generate", spy)
+    return calls

@@ -2,13 +2,16 @@
 extraction -> scores as the benchmark reports them, a settings card and per-item predictions.
 
 Every finished item is appended to `partial.jsonl` at once, so an interrupted evaluation resumes
-where it stopped. Greedy decoding at temperature 0 (the original ignored `--temperature 0` and
-sampled); sampling is seeded.
+where it stopped. The file's first line records the settings; a partial file written with other
+settings (model, mode, frames, decoding, seed) is discarded rather than mixed in, and a line cut
+by a kill is dropped and redone. Greedy decoding at temperature 0 (the original ignored
+`--temperature 0` and sampled); sampling is seeded.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -33,27 +36,23 @@ def evaluate(model, processor, task, items, mode: str, out_dir: str | Path, *, t
              progress: bool = True, extra_card: dict | None = None) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    partial = out_dir / "partial.jsonl"
-    done = {}
-    if partial.exists():
-        for line in partial.read_text().splitlines():
-            try:
-                r = json.loads(line)
-                done[r["id"]] = r
-            except (json.JSONDecodeError, KeyError):
-                continue  # a line cut by a kill is redone
-    videos = videos or VideoInputs(model, processor)
-    engine = RolloutEngine(model, processor)
     max_new = max_new_tokens or MODE_MAX_NEW_TOKENS[mode]
     params = SamplingParams(num_generations=1, max_new_tokens=max_new, temperature=temperature,
                             top_k=50 if temperature > 0 else 0, top_p=1.0)
+    settings = {"model": model_name or label or "model", "task": task.name, "mode": mode,
+                "num_frames": processor.num_frames, "temperature": temperature, "max_new_tokens": max_new,
+                "top_k": params.top_k, "seed": seed, "extraction": extraction}
+    partial = out_dir / "partial.jsonl"
+    done = _resume_partial(partial, settings)
+    videos = videos or VideoInputs(model, processor)
+    engine = RolloutEngine(model, processor)
     gen = torch.Generator().manual_seed(seed)
     todo = [it for it in items if it.id not in done]
     was_training = model.training
     model.eval()
     bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=f"eval {task.name}/{mode}",
                disable=not progress, dynamic_ncols=True, leave=False)
-    with open(partial, "a") as sink:
+    with open(partial, "a", encoding="utf-8") as sink:
         for start in range(0, len(todo), batch_size):
             chunk = todo[start: start + batch_size]
             ok, feats, records = [], [], []
@@ -98,6 +97,37 @@ def evaluate(model, processor, task, items, mode: str, out_dir: str | Path, *, t
                                  skipped=getattr(items, "num_skipped", 0), reasoning=reasoning)
     partial.unlink(missing_ok=True)
     return json.loads(path.read_text())
+
+
+def _resume_partial(partial: Path, settings: dict) -> dict:
+    """Finished records of an interrupted run with the same settings, by id; rewrites the file so
+    that it holds the settings line and whole records only (appending after a torn line would glue
+    the next record onto it)."""
+    done, header = {}, None
+    if partial.exists():
+        for i, line in enumerate(partial.read_text(encoding="utf-8").splitlines()):
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill is redone
+            if not isinstance(r, dict):
+                continue
+            if i == 0 and "_settings" in r:
+                header = r["_settings"]
+            elif "id" in r:
+                done[r["id"]] = r
+        if header is not None and header != settings:
+            changed = sorted(k for k in set(header) | set(settings) if header.get(k) != settings.get(k))
+            info(f"{partial}: written with other settings ({', '.join(changed)}); starting over")
+            done = {}
+        elif done:
+            info(f"{partial}: resuming, {len(done)} item(s) already done")
+    tmp = partial.with_name(partial.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(json.dumps({"_settings": settings}, ensure_ascii=False) + "\n")
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in done.values())
+    os.replace(tmp, partial)
+    return done
 
 
 def load_items(task_name: str, data_root, *, split: str = "test", limit: int = 0):
