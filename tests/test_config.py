@@ -54,8 +54,19 @@ def test_bad_values_name_the_field(overrides, needle):
 
 def test_unknown_key_in_file(tmp_path):
     p = write(tmp_path, "x.yaml", "rl:\n  betaa: 0.1\n")
-    with pytest.raises(ConfigError, match=r"unknown config key 'rl.betaa'"):
+    with pytest.raises(ConfigError, match=r"unknown config key 'rl.betaa'") as e:
         load_config(p)
+    assert str(e.value).startswith(f"{p}: ") and "\n" not in str(e.value)  # names the file, one line
+    # a mistake made on the command line is not blamed on the file
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, "ok.yaml", "rl:\n  beta: 0.1\n"), ["rl.betaa=1"])
+    assert "ok.yaml" not in str(e.value) and "betaa" in str(e.value)
+
+
+def test_eval_task_is_checked(tmp_path):
+    assert load_config(None, ["eval.task=mvbench"]).eval.task == "mvbench"
+    with pytest.raises(ConfigError, match="eval.task: unknown task 'mvbenchh'"):
+        load_config(None, ["eval.task=mvbenchh"])
 
 
 def test_missing_file_and_bad_yaml(tmp_path):

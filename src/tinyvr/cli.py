@@ -151,20 +151,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("overrides", nargs="*")
     s.set_defaults(func=_cmd_validate)
 
-    s = sub.add_parser("eval", help="evaluate a model on a benchmark")
-    s.add_argument("--model", required=True)
-    s.add_argument("--task", required=True, choices=["mvbench", "videomme", "mlvu", "mmvu", "synthetic"])
-    s.add_argument("--data-root", required=True)
-    s.add_argument("--split", default="test", help="synthetic: test or test_heldout")
-    s.add_argument("--mode", choices=["option", "reason"], default="reason")
-    s.add_argument("--num-frames", type=int, default=0, help="0 = the model's own")
-    s.add_argument("--temperature", type=float, default=0.0)
-    s.add_argument("--max-new-tokens", type=int, default=0, help="0 = mode default")
-    s.add_argument("--batch-size", type=int, default=16)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--limit", type=int, default=0)
-    s.add_argument("--extraction", choices=["strict", "reference"], default="strict")
-    s.add_argument("--out", default="")
+    s = sub.add_parser("eval", help="evaluate a model on a benchmark",
+                       description="Settings come from the flags, from --config FILE (its model.*, "
+                       "eval.* and run.* keys) or both; a flag overrides the file.")
+    s.add_argument("--config", default="", help="YAML config, e.g. configs/tinyllava_video_r1/eval.yaml")
+    s.add_argument("--model", default=None, help="model folder (config: model.init_from)")
+    s.add_argument("--task", default=None, choices=["mvbench", "videomme", "mlvu", "mmvu", "synthetic"],
+                   help="config: eval.task")
+    s.add_argument("--data-root", default=None, help="benchmark folder (config: eval.data_root)")
+    s.add_argument("--split", default=None, help="synthetic: test (default) or test_heldout")
+    s.add_argument("--mode", choices=["option", "reason"], default=None,
+                   help="default: the config's eval.modes, else reason")
+    s.add_argument("--num-frames", type=int, default=None, help="0 = the model's own (default)")
+    s.add_argument("--temperature", type=float, default=None, help="0 = greedy (default)")
+    s.add_argument("--max-new-tokens", type=int, default=None,
+                   help="0 = mode default (config: eval.max_new_tokens / eval.option_max_new_tokens)")
+    s.add_argument("--batch-size", type=int, default=None, help="default 16")
+    s.add_argument("--seed", type=int, default=None, help="default 0 (config: run.seed)")
+    s.add_argument("--limit", type=int, default=None, help="first N items only (default: all)")
+    s.add_argument("--extraction", choices=["strict", "reference"], default=None, help="default strict")
+    s.add_argument("--out", default=None, help="results go to OUT/<task>-<mode>/ (default runs/eval/<model>)")
+    s.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. model.dtype=float32")
     s.set_defaults(func=_cmd_eval)
 
     s = sub.add_parser("report", help="markdown report with plots for one run or several")

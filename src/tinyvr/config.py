@@ -121,6 +121,12 @@ class RLConfig:
 
 @dataclass
 class EvalConfig:
+    # what `tinyvr eval --config FILE` evaluates (the end-of-stage check uses data.eval_file instead)
+    task: str = ""  # mvbench, videomme, mlvu, mmvu or synthetic
+    data_root: str = ""  # the benchmark's folder in its released layout
+    split: str = "test"  # synthetic only: test or test_heldout
+    limit: int = field(default=0, metadata=_range(0))  # first N items only; 0 = all
+    output_dir: str = ""  # results go to <output_dir>/<task>-<mode>/; empty = runs/eval/<model name>
     modes: list[Literal["option", "reason"]] = field(default_factory=lambda: ["option", "reason"])
     temperature: float = field(default=0.0, metadata=_range(0.0))  # 0 = greedy
     max_new_tokens: int = field(default=64, metadata=_range(1))
@@ -309,6 +315,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Load `TrainConfig` from a YAML file plus dotted overrides; every value is checked."""
     data = read_yaml(path) if path else {}
     data = _deep_merge(defaults, data) if defaults else data
+    if path:  # the file on its own first, so that its mistakes are reported with its name
+        try:
+            from_dict(TrainConfig, data)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
     data = apply_overrides(data, overrides or [])
     cfg = from_dict(TrainConfig, data)
     validate(cfg)
@@ -325,6 +336,11 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("model.trainable: at least one part must be trained")
     if len(set(cfg.model.trainable)) != len(cfg.model.trainable):
         raise ConfigError(f"model.trainable: {cfg.model.trainable!r} lists a part twice")
+    if cfg.eval.task:
+        from tinyvr.eval.tasks import TASKS  # no torch: cheap
+
+        if cfg.eval.task not in TASKS:
+            raise ConfigError(f"eval.task: unknown task {cfg.eval.task!r}; use one of {', '.join(TASKS)}")
     for where, name in [("rl.reward", cfg.rl.reward)] + [
             (f"rl.extra_rewards[{i}]", n) for i, n in enumerate(cfg.rl.extra_rewards)]:
         _check_reward_name(where, name)

@@ -69,8 +69,10 @@ def is_model_folder(path: str | Path) -> bool:
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-               tokenizer_dir: str | Path | None = None):
-    """Load (model, processor) from a tinyvr folder or a reference TinyLLaVA folder."""
+               tokenizer_dir: str | Path | None = None, attn_implementation: str | None = None):
+    """Load (model, processor) from a tinyvr folder or a reference TinyLLaVA folder.
+
+    `attn_implementation`: sdpa / eager / flash_attention_2; None = the transformers default."""
     from tinyvr.data.processor import Processor
     from tinyvr.model import TinyVideoForConditionalGeneration
 
@@ -81,10 +83,13 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", dtype: torc
     if cfg.get("model_type") == "tinyllava":
         from tinyvr.model.reference import load_reference
 
-        model, processor = load_reference(path, dtype=dtype, device=device, tokenizer_dir=tokenizer_dir)
+        model, processor = load_reference(path, dtype=dtype, device=device, tokenizer_dir=tokenizer_dir,
+                                          attn_implementation=attn_implementation)
     else:
         # safetensors only: a folder holding just a pickle (.bin) is refused, never unpickled
-        model = TinyVideoForConditionalGeneration.from_pretrained(path, dtype=dtype, use_safetensors=True)
+        extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+        model = TinyVideoForConditionalGeneration.from_pretrained(path, dtype=dtype, use_safetensors=True,
+                                                                  **extra)
         processor = Processor.from_pretrained(tokenizer_dir or path)
     return model.to(device), processor
 

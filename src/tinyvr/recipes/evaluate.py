@@ -6,6 +6,10 @@ where it stopped. The file's first line records the settings; a partial file wri
 settings (model, mode, frames, decoding, seed) is discarded rather than mixed in, and a line cut
 by a kill is dropped and redone. Greedy decoding at temperature 0 (the original ignored
 `--temperature 0` and sampled); sampling is seeded.
+
+`tinyvr eval` takes its settings from flags, from a config file (`--config`, the `model.*`,
+`eval.*` and `run.*` sections of a `TrainConfig` YAML) or both, flags winning: see
+`resolve_eval_settings`.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -154,22 +159,134 @@ def quick_eval(model, processor, cfg, out_dir: Path, videos=None) -> dict:
     return results
 
 
+@dataclass
+class EvalSettings:
+    """Everything `tinyvr eval` needs, resolved from flags, a config file and built-in defaults."""
+
+    model: str
+    task: str
+    data_root: str
+    split: str = "test"
+    modes: tuple[str, ...] = ("reason",)
+    num_frames: int = 0  # 0 = the model's own
+    temperature: float = 0.0
+    max_new_tokens: dict = field(default_factory=dict)  # mode -> tokens; 0 = MODE_MAX_NEW_TOKENS
+    batch_size: int = 16
+    seed: int = 0
+    limit: int = 0
+    extraction: str = "strict"
+    out: str = ""  # parent folder of the per-(task, mode) result folders
+    dtype: str = "auto"
+    attn_implementation: str | None = None  # None = the transformers default
+    tokenizer: str = ""
+    device: str = "auto"
+    threads: int = 0
+
+    def out_dir(self, mode: str) -> Path:
+        name = f"{self.task}-{self.split}" if self.task == "synthetic" else self.task
+        return Path(self.out or Path("runs/eval") / Path(self.model).name) / f"{name}-{mode}"
+
+
+# setting -> (flag attribute, config field); the flag wins, then the file (keys it sets), then the
+# built-in default above
+_SOURCES = {
+    "model": ("model", "model.init_from"), "task": ("task", "eval.task"),
+    "data_root": ("data_root", "eval.data_root"), "split": ("split", "eval.split"),
+    "num_frames": ("num_frames", "model.num_frames"), "temperature": ("temperature", "eval.temperature"),
+    "batch_size": ("batch_size", "eval.batch_size"), "seed": ("seed", "run.seed"),
+    "limit": ("limit", "eval.limit"), "extraction": ("extraction", "eval.extraction"),
+    "out": ("out", "eval.output_dir"), "dtype": (None, "model.dtype"),
+    "attn_implementation": (None, "model.attn_implementation"), "tokenizer": (None, "model.tokenizer"),
+    "device": (None, "run.device"), "threads": (None, "run.threads"),
+}
+
+
+def _lookup(tree, dotted: str):
+    """(found, value) of a dotted path in nested dicts / dataclasses."""
+    node = tree
+    for part in dotted.split("."):
+        if isinstance(node, dict):
+            if part not in node:
+                return False, None
+            node = node[part]
+        else:
+            node = getattr(node, part)
+    return True, node
+
+
+def resolve_eval_settings(a) -> EvalSettings:
+    """Settings of `tinyvr eval` from its parsed flags `a` (None = not given), `a.config` (a
+    TrainConfig YAML; only the keys it sets count) and `a.overrides` (dotted, as for `train`)."""
+    from tinyvr.config import apply_overrides, load_config, read_yaml
+    from tinyvr.errors import ConfigError
+
+    config = getattr(a, "config", "") or ""
+    overrides = list(getattr(a, "overrides", None) or [])
+    cfg = load_config(config or None, overrides)  # every value typed and checked; errors name the file
+    given = apply_overrides(read_yaml(config) if config else {}, overrides)
+    values = {}
+    for name, (flag, field_path) in _SOURCES.items():
+        flag_value = getattr(a, flag, None) if flag else None
+        if flag_value is not None:
+            values[name] = flag_value
+        elif _lookup(given, field_path)[0]:
+            values[name] = _lookup(cfg, field_path)[1]
+    if getattr(a, "mode", None):
+        values["modes"] = (a.mode,)
+    elif _lookup(given, "eval.modes")[0]:
+        values["modes"] = tuple(dict.fromkeys(cfg.eval.modes))
+    modes = values.get("modes", EvalSettings.modes)
+    if not modes:
+        raise ConfigError(f"{config or 'eval'}: eval.modes is empty; list option and/or reason")
+    if getattr(a, "max_new_tokens", None) is not None:
+        values["max_new_tokens"] = {m: a.max_new_tokens for m in modes}
+    else:
+        tokens = {}
+        for m, path in (("reason", "eval.max_new_tokens"), ("option", "eval.option_max_new_tokens")):
+            if _lookup(given, path)[0]:
+                tokens[m] = _lookup(cfg, path)[1]
+        values["max_new_tokens"] = {m: tokens.get(m, 0) for m in modes}
+    for name, lo in (("num_frames", 0), ("temperature", 0), ("batch_size", 1), ("limit", 0)):
+        if name in values and values[name] < lo:
+            raise ConfigError(f"eval: --{name.replace('_', '-')} {values[name]} must be >= {lo}")
+    if any(v < 0 for v in values["max_new_tokens"].values()):
+        raise ConfigError("eval: --max-new-tokens must be >= 0")
+    for name, flag in (("model", "--model"), ("task", "--task"), ("data_root", "--data-root")):
+        if not values.get(name):
+            where = f" (or {_SOURCES[name][1]} in {config})" if config else " (or --config FILE)"
+            raise ConfigError(f"eval: {flag} is required{where}")
+    from tinyvr.eval.tasks import TASKS
+
+    if values["task"] not in TASKS:
+        raise ConfigError(f"eval: unknown task {values['task']!r}; use one of {', '.join(TASKS)}")
+    return EvalSettings(**values)
+
+
 def evaluate_cli(a) -> None:
     from tinyvr.recipes.common import load_model
     from tinyvr.utils.device import pick_device, pick_dtype, set_threads
     from tinyvr.utils.seed import seed_everything
 
-    seed_everything(a.seed)
-    device = pick_device("auto")
+    st = resolve_eval_settings(a)
+    seed_everything(st.seed)
+    device = pick_device(st.device)
     if device.type == "cpu":
-        set_threads(0)
-    model, processor = load_model(a.model, device, pick_dtype("auto", device))
-    if a.num_frames:
-        processor.num_frames = a.num_frames
-    task, items = load_items(a.task, a.data_root, split=a.split, limit=a.limit)
-    out = Path(a.out or Path("runs/eval") / f"{Path(a.model).name}-{a.task}-{a.mode}")
-    r = evaluate(model, processor, task, items, a.mode, out, temperature=a.temperature,
-                 max_new_tokens=a.max_new_tokens, batch_size=a.batch_size, seed=a.seed,
-                 extraction=a.extraction, label=Path(a.model).name, model_name=str(a.model))
-    print(json.dumps({"scores": r["scores"], "counts": r["counts"]}, indent=2))
-    print(f"wrote {out / 'results.json'}")
+        set_threads(st.threads)
+    dtype = pick_dtype(st.dtype, device)
+    model, processor = load_model(st.model, device, dtype, tokenizer_dir=st.tokenizer or None,
+                                  attn_implementation=st.attn_implementation)
+    if st.num_frames:
+        processor.num_frames = st.num_frames
+    task, items = load_items(st.task, st.data_root, split=st.split, limit=st.limit)
+    card = {"dtype": str(dtype).removeprefix("torch."),
+            "attn_implementation": model.config._attn_implementation, "batch_size": st.batch_size}
+    if getattr(a, "config", ""):
+        card["config"] = str(a.config)
+    for mode in st.modes:
+        out = st.out_dir(mode)
+        r = evaluate(model, processor, task, items, mode, out, temperature=st.temperature,
+                     max_new_tokens=st.max_new_tokens[mode], batch_size=st.batch_size, seed=st.seed,
+                     extraction=st.extraction, label=Path(st.model).name, model_name=str(st.model),
+                     extra_card=card)
+        print(json.dumps({"mode": mode, "scores": r["scores"], "counts": r["counts"]}, indent=2))
+        print(f"wrote {out / 'results.json'}")
