@@ -1,6 +1,8 @@
 """torch.distributed in one place. A single process is just world size 1.
 
-Launch with `torchrun --nproc_per_node N` or `accelerate launch` (both set RANK/WORLD_SIZE).
+Launch with `torchrun --nproc_per_node N -m tinyvr.cli train ...` (a plain multi-GPU `accelerate
+launch` sets the same RANK/WORLD_SIZE but is untested). Every rank holds the full model: nothing
+here shards parameters, so the FSDP / DeepSpeed files in configs/accelerate/ are not used yet.
 Gradients are averaged explicitly after backward (`average_gradients`), which is what DDP does,
 without wrapping the model: generation and the reference pass use the plain module, and the
 equality "N ranks == 1 rank over the same global batch" is easy to see and to test.
