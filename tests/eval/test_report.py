@@ -130,3 +130,53 @@ def test_smooth_is_debiased_ema():
     s = smooth([0.0, 10.0], weight=0.5)
     assert s[0] == 0.0 and s[1] == pytest.approx(10 * 0.5 / 0.75)
     assert math.isnan(smooth([1.0, float("nan"), 1.0])[1])
+
+
+def _grpo_metrics_rows(n):
+    """metrics.jsonl lines with every key the GRPO recipe logs (recipes/grpo.py, step 7)."""
+    rows = []
+    for s in range(1, n + 1):
+        acc = round(0.25 + 0.5 * s / n, 4)
+        rows.append({"step": s, "reward": -1.0 + 2.5 * acc, "reward_std": 0.4, "reward/accuracy": acc,
+                     "reward/format": 0.6, "accuracy": acc, "format_rate": 0.9,
+                     "completion_length": 100.0 + s, "truncated_frac": 0.1, "zero_std_frac": 0.5 - 0.01 * s,
+                     "lr": 1e-6, "tokens_per_s": 900.0, "bad_samples": 0, "time/rollout": 1.0,
+                     "time/step": 2.0, "loss": 0.01, "pg_loss": 0.01, "ratio_mean": 1.0, "clip_fraction": 0.0,
+                     "advantage_mean": 0.0, "kl": 0.002 * s, "kl_loss": 0.00002 * s, "entropy": 2.0,
+                     "grad_norm": 0.5})
+    return rows
+
+
+def test_report_command_plots_reward_and_accuracy_over_steps(tmp_path, monkeypatch, capsys):
+    """`tinyvr report RUN`: the training figure has the issue's curves (reward, accuracy, completion
+    length, KL, zero-std fraction), accuracy drawn against the logged steps, and report.md shows it."""
+    from tinyvr.cli import main
+    from tinyvr.eval import report
+
+    run = tmp_path / "grpo"
+    run.mkdir()
+    rows = _grpo_metrics_rows(12)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    figures = []
+    real_figure = report._figure
+    monkeypatch.setattr(report, "_figure", lambda *a: figures.append(real_figure(*a)) or figures[-1])
+
+    assert main(["report", str(run)]) == 0
+    assert f"wrote {run / 'report.md'}" in capsys.readouterr().out
+    md = (run / "report.md").read_text()
+    assert "![training curves](report_training.png)" in md
+    _check_png(run / "report_training.png")
+
+    panels = {ax.get_title(): ax for ax in figures[0].axes if ax.get_visible()}
+    for key in ("reward", "accuracy", "completion_length", "kl", "zero_std_frac"):
+        assert key in panels, f"no '{key}' curve in the training figure"
+    raw = panels["accuracy"].get_lines()[0]  # faint raw line: one point per logged step
+    assert list(raw.get_xdata()) == [float(r["step"]) for r in rows]
+    assert list(raw.get_ydata()) == pytest.approx([r["accuracy"] for r in rows])
+    assert list(panels["reward"].get_lines()[0].get_ydata()) == pytest.approx([r["reward"] for r in rows])
+    # the summary table gives start -> end of the same curves (mean of the first / last step here)
+    header = next(line for line in md.splitlines() if line.startswith("| Run | log lines"))
+    for key in ("reward", "accuracy", "completion_length", "kl", "zero_std_frac"):
+        assert f"{key} (start → end)" in header
+    assert f"| grpo | 12 | 12 | {rows[0]['reward']:.4g} → {rows[-1]['reward']:.4g} | " \
+           f"{rows[0]['accuracy']:.4g} → {rows[-1]['accuracy']:.4g} |" in md
