@@ -119,4 +119,4 @@ def test_cli_unknown_key_in_a_file(tmp_path, capsys):
     path.write_text(f"base: {Path('configs/tiny/sft.yaml').resolve()}\noptim:\n  max_stepz: 3\n")
     assert main(["train", "sft", "--config", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: unknown config key 'optim.max_stepz'; valid keys here:")
+    assert len(err) == 1 and err[0].startswith(f"error: {path}: unknown config key 'optim.max_stepz'; valid keys here:")
