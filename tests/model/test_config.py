@@ -30,6 +30,8 @@ def test_token_ids_reach_the_text_config(tiny_config):
         ({"resampler_depth": 0}, "resampler_depth"),
         ({"vision_feature_select_strategy": "cls"}, "vision_feature_select_strategy"),
         ({"vision_feature_layer": 7}, "vision_feature_layer"),  # tiny tower has 4 hidden states
+        ({"latents_init_std": 0.0}, "latents_init_std"),
+        ({"latents_init_std": "big"}, "latents_init_std"),
     ],
 )
 def test_invalid_values_name_the_field(override, field):

@@ -194,3 +194,30 @@ def test_save_load_round_trip(tmp_path, tiny_model, pixel_values):
     assert lm.lm_head.weight.data_ptr() == lm.model.embed_tokens.weight.data_ptr()  # still tied
     assert torch.equal(loaded.connector.position_encoding.table, tiny_model.connector.position_encoding.table)
     assert not any(p.requires_grad for p in loaded.vision_tower.parameters())
+
+
+def test_fresh_tiny_connector_keeps_videos_apart():
+    """A from-scratch model must show the LLM different embeddings for different clips: with the
+    reference's unit-normal latents the latent residual swamps the attention path (<1% spread)."""
+    from tinyvr.model import TinyVideoForConditionalGeneration, build_config
+
+    g = torch.Generator().manual_seed(3)
+    spreads = {}
+    for std in (None, 1.0):
+        kw = {} if std is None else {"latents_init_std": std}
+        config = build_config("tiny", vocab_size=512, **kw)
+        torch.manual_seed(0)
+        model = TinyVideoForConditionalGeneration(config).eval()
+        size = config.vision_config.image_size
+        # dark clips with one bright moving square: most patches are background, as in real data
+        videos = torch.full((6, config.num_frames, 3, size, size), -0.8)
+        for i in range(6):
+            for t in range(config.num_frames):
+                y, x = [int(v) for v in torch.randint(0, size - 12, (2,), generator=g)]
+                videos[i, t, i % 3, y:y + 12, x:x + 12] = 0.9
+        with torch.no_grad():
+            emb = model.encode_video(videos)  # [6, Q, D]
+        spreads[std] = (emb.std(0).mean() / emb.std(dim=(0, 1)).mean()).item()
+    assert build_config("tiny", vocab_size=512).latents_init_std == 0.02
+    assert spreads[None] > 0.1
+    assert spreads[None] > 5 * spreads[1.0]

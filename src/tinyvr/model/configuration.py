@@ -35,6 +35,10 @@ class TinyVideoConfig(PretrainedConfig):
     resampler_heads: int = 8
     resampler_head_dim: int = 64
     resampler_ff_mult: int = 4
+    # std of the connector's learned latents at initialisation. The reference draws them from
+    # randn (1.0); a model trained from scratch wants them small, or the latent residual swamps the
+    # 0.02-initialised attention path and every video maps to nearly the same embeddings.
+    latents_init_std: float = 1.0
     vision_feature_layer: int = -2
     vision_feature_select_strategy: str = "patch"
     num_frames: int = 16
@@ -78,6 +82,9 @@ class TinyVideoConfig(PretrainedConfig):
         for name in ("group", "num_queries", "resampler_depth", "resampler_heads",
                      "resampler_head_dim", "resampler_ff_mult", "num_frames"):
             positive(name)
+        std = self.latents_init_std
+        if isinstance(std, bool) or not isinstance(std, (int, float)) or not std > 0:
+            raise ConfigError(f"TinyVideoConfig.latents_init_std must be a positive number, got {std!r}")
         if self.num_queries % self.group:
             raise ConfigError(
                 f"TinyVideoConfig.num_queries ({self.num_queries}) must be divisible by "

@@ -61,7 +61,7 @@ class TinyVideoPreTrainedModel(PreTrainedModel):
         # Linear / LayerNorm / Embedding follow the HF defaults (std = text_config.initializer_range).
         super()._init_weights(module)
         if isinstance(module, GroupResampler):
-            init.normal_(module.latents, std=1.0)  # unit-normal latents, as the reference's randn
+            init.normal_(module.latents, std=self.config.latents_init_std)  # reference: randn (1.0)
         elif isinstance(module, SinusoidalPositionEncoding):
             # non-persistent buffer: never in a checkpoint, so it is rebuilt after every load
             init.copy_(module.table, module.reset_table())
