@@ -95,3 +95,15 @@ def test_tokenizer_image_token(tiny_tokenizer):
     assert tokenizer_image_token("<image>x", tok) == [IMAGE_TOKEN_INDEX] + enc("x")
     assert tokenizer_image_token("<image><image>", tok) == [IMAGE_TOKEN_INDEX, IMAGE_TOKEN_INDEX]
     assert tokenizer_image_token("none", tok) == enc("none")
+
+
+def test_reasoning_tags_are_atomic_and_the_answer_letter_is_the_option_letter(tiny_tokenizer, tmp_path):
+    tok = tiny_tokenizer
+    pieces = [tok.decode([i]) for i in tok.encode("</think> <answer>C</answer>", add_special_tokens=False)]
+    assert pieces == ["</think>", " ", "<answer>", "C", "</answer>"]
+    option_letter = tok.encode("Options:\nC. red", add_special_tokens=False)[2]
+    assert tok.decode([option_letter]) == "C"
+    assert tok.encode("<answer>C</answer>", add_special_tokens=False)[1] == option_letter
+    tok.save_pretrained(tmp_path)
+    assert load_tokenizer(tmp_path).encode("<think>x</think>", add_special_tokens=False) == \
+        tok.encode("<think>x</think>", add_special_tokens=False)

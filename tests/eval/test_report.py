@@ -70,8 +70,10 @@ def _check_png(path, min_bytes=10_000):
 
 def test_single_run_report(run_dir, tmp_path):
     out = render_report([run_dir], tmp_path / "report" / "report.md",
-                        extra_sections=[("Demo notes", "Trained for 40 steps on CPU.")])
+                        extra_sections=[("Demo notes", "Trained for 40 steps on CPU.")],
+                        lead_sections=[("Headline", "the study's table")])
     md = out.read_text()
+    assert md.index("## Headline") < md.index("## Runs") < md.index("## Demo notes")
     # the paper's layout: models x answer type, benchmarks as columns (known ones first)
     assert "| Model | Answer type | MVBench | MLVU | test | test_heldout |" in md
     assert "| sft | Option | 49.0 | – | 41.0 | – |" in md

@@ -84,13 +84,25 @@ def _pre_tokenizer():
     ])
 
 
+REASONING_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
+
+
+def _without_tags(text: str) -> str:
+    for tag in REASONING_TAGS:
+        text = text.replace(tag, "\n")
+    return text
+
+
 def build_tiny_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = DEFAULT_VOCAB_SIZE):
     """Train a byte-level BPE tokenizer (deterministic) -> transformers PreTrainedTokenizerFast.
 
     `vocab_size` is an upper bound: a small corpus stops earlier. `<|endoftext|>` is id 0 and the
-    only special token (EOS = PAD); no BOS and no unknown token (every byte has a token).
+    only special token (EOS = PAD); no BOS and no unknown token (every byte has a token). The four
+    reasoning tags are added (non-special) tokens: without them BPE glues the answer letter onto
+    the tag (`>C`), a token the 16 cold-start samples show a from-scratch model only a few times;
+    with them the letter after `<answer>` is the same token as the option letters in the prompt.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     texts = list(default_corpus() if corpus is None else corpus)
@@ -98,10 +110,12 @@ def build_tiny_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 
     tok.pre_tokenizer = _pre_tokenizer()
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=[EOS_TOKEN], show_progress=False,
+        vocab_size=vocab_size - len(REASONING_TAGS), special_tokens=[EOS_TOKEN], show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes: nothing is unknown
     )
-    tok.train_from_iterator(texts, trainer=trainer)
+    # the tags are cut out of the training text so no merge glues a word onto them
+    tok.train_from_iterator([_without_tags(t) for t in texts], trainer=trainer)
+    tok.add_tokens([AddedToken(t, normalized=False) for t in REASONING_TAGS])
     return _finish(PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS_TOKEN, pad_token=EOS_TOKEN,
                                            clean_up_tokenization_spaces=False))
 

@@ -526,11 +526,12 @@ def training_summary(runs: Sequence[RunData]) -> str:
 
 def render_report(run_dirs: Sequence[str | Path], out_path: str | Path | None = None, *,
                   title: str = "tinyvr report", extra_sections: Sequence[tuple[str, str]] = (),
-                  smoothing: float = 0.8) -> Path:
+                  lead_sections: Sequence[tuple[str, str]] = (), smoothing: float = 0.8) -> Path:
     """Write a markdown report (and PNG plots beside it) for one or more runs; return its path.
 
     `out_path` defaults to `report.md` in the first run folder. `extra_sections`: (title,
-    markdown) pairs appended after the built-in sections (before the notes).
+    markdown) pairs appended after the built-in sections (before the notes); `lead_sections`
+    go first, before the run list (a study's headline table).
     """
     paths = [Path(p) for p in run_dirs]
     if not paths:
@@ -544,7 +545,7 @@ def render_report(run_dirs: Sequence[str | Path], out_path: str | Path | None = 
     results.sort(key=lambda r: (rows.index(r.key),
                                 benches.index(r.task) if r.task in benches else len(benches)))
 
-    sections: list[tuple[str, str]] = []
+    sections: list[tuple[str, str]] = list(lead_sections)
     sections.append(("Runs", _table(["Run", "folder", "training log lines", "eval results"],
                                     [[r.name, f"`{r.path}`", len(r.metrics), len(r.results)]
                                      for r in runs])))

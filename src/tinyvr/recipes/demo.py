@@ -250,4 +250,6 @@ def write_demo_report(out: Path, results: dict, reasoning: dict, ablations: dict
                       f"{s['zero_std_frac_mean']:.2f} | {s['lazy_rate_mean']:.2f} |")
         sections.append(("Ablations", "\n".join(ab)))
     runs = [out / s for s in ("grpo", "coldstart", "sft", "pretrain") if (out / s).is_dir()]
-    return render_report(runs, out / "report.md", extra_sections=sections)
+    # the paper-style tables lead; curves, per-run summaries and configs follow
+    return render_report(runs, out / "report.md", title="tinyvr demo: TinyLLaVA-Video-R1, tiny",
+                         lead_sections=sections)
