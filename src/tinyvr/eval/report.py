@@ -341,8 +341,12 @@ def plot_training(runs: Sequence[RunData], path: Path, *, keys: Sequence[str] | 
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     for ax in axes[len(keys):]:
         ax.set_visible(False)
-    if len(runs) > 1:
-        axes[0].legend(fontsize=8)
+    if len(runs) > 1:  # one legend for every run (the first panel may hold only some of them)
+        seen = {}
+        for ax in axes[: len(keys)]:
+            for handle, label in zip(*ax.get_legend_handles_labels()):
+                seen.setdefault(label, handle)
+        axes[0].legend(list(seen.values()), list(seen.keys()), fontsize=8)
     fig.suptitle(f"training curves (faint: raw, solid: EMA {smoothing})", fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
