@@ -70,10 +70,12 @@ def _cmd_report(a):
 
 
 def _cmd_demo(a):
+    from tinyvr.data.synthetic import parse_sizes
     from tinyvr.recipes.demo import run_demo
 
     run_demo(out=a.out, ablations=a.ablations, seeds=a.seeds, seed=a.seed, fresh=a.fresh,
-             config_dir=a.config_dir, overrides=a.overrides, eval_limit=a.eval_limit)
+             config_dir=a.config_dir, overrides=a.overrides, eval_limit=a.eval_limit,
+             sizes=parse_sizes(a.sizes) if a.sizes else None)
 
 
 def _cmd_convert(a):
@@ -106,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--fresh", action="store_true", help="ignore finished stages and start over")
     s.add_argument("--eval-limit", type=int, default=0, help="evaluate only the first N items per split (a quick look)")
+    s.add_argument("--sizes", default="", help="dataset sizes, e.g. pretrain=200,sft=400 (default: the demo's)")
     s.add_argument("overrides", nargs="*", help="dotted overrides applied to every stage")
     s.set_defaults(func=_cmd_demo)
 

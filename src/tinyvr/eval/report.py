@@ -133,7 +133,7 @@ def _result_from_file(run: str, path: Path, data: Mapping) -> EvalResult:
                       reasoning=data.get("reasoning"), path=path)
 
 
-def _results_from_demo(run: str, path: Path, data: Mapping) -> list[EvalResult]:
+def results_from_demo(run: str, path: Path, data: Mapping) -> list[EvalResult]:
     reasoning = data.get("reasoning") if isinstance(data.get("reasoning"), Mapping) else {}
     card = data.get("card") if isinstance(data.get("card"), Mapping) else {}
     out = []
@@ -181,7 +181,7 @@ def load_run(run_dir: str | Path, name: str | None = None) -> RunData:
         if "scores" in data and "task" in data:
             found = [_result_from_file(run.name, f, data)]
         elif _is_demo_summary(data):
-            found = _results_from_demo(run.name, f, data)
+            found = results_from_demo(run.name, f, data)
         else:
             run.notes.append(f"{f}: not a results file this report knows; ignored")
             continue

@@ -102,7 +102,7 @@ def evaluate_stage(model_dir: Path, data: Path, out: Path, *, seed: int, cfg, li
 
 def run_demo(out: str = "runs/demo", *, ablations: bool = False, seeds: int = 1, seed: int = 0,
              fresh: bool = False, config_dir: str = "", overrides: list[str] | None = None,
-             eval_limit: int = 0) -> Path:
+             eval_limit: int = 0, sizes: dict[str, int] | None = None) -> Path:
     from tinyvr.config import load_config
     from tinyvr.data.synthetic import generate_dataset
     from tinyvr.recipes.common import init_model_folder
@@ -120,7 +120,7 @@ def run_demo(out: str = "runs/demo", *, ablations: bool = False, seeds: int = 1,
     banner("1/6 synthetic video-reasoning data")
     data = out / "data"
     if not (data / "manifest.json").is_file():
-        generate_dataset(data, seed=seed, sizes=DEMO_SIZES)
+        generate_dataset(data, seed=seed, sizes=sizes or DEMO_SIZES)
     manifest = json.loads((data / "manifest.json").read_text())
     info(f"data: {manifest.get('counts')}")
 
@@ -150,7 +150,7 @@ def run_demo(out: str = "runs/demo", *, ablations: bool = False, seeds: int = 1,
     banner("6/6 report")
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     summary = {"results": results, "reasoning": reasoning, "ablations": ablation_summary,
-               "wall_seconds": round(time.time() - t_start, 1), "seed": seed, "sizes": DEMO_SIZES}
+               "wall_seconds": round(time.time() - t_start, 1), "seed": seed, "sizes": manifest.get("counts")}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     report = write_demo_report(out, results, reasoning, ablation_summary)
     info(f"results: {out / 'results.json'}")
@@ -218,7 +218,7 @@ def _print_table(results: dict) -> None:
 
 
 def write_demo_report(out: Path, results: dict, reasoning: dict, ablations: dict | None) -> Path:
-    from tinyvr.eval.report import render_report
+    from tinyvr.eval.report import plot_eval, render_report, results_from_demo
 
     names = {"sft": "TinyLLaVA-Video-SFT (tiny)", "coldstart": "TinyLLaVA-Video-ColdStart (tiny)",
              "r1": "TinyLLaVA-Video-R1 (tiny)"}
@@ -227,7 +227,12 @@ def write_demo_report(out: Path, results: dict, reasoning: dict, ablations: dict
         for mode in MODES:
             lines.append(f"| {names[row]} | {'Option' if mode == 'option' else 'Reason'} | "
                          f"{100 * results[row]['test'][mode]:.1f} | {100 * results[row]['test_heldout'][mode]:.1f} |")
-    sections = [("Results (accuracy %, synthetic benchmark, greedy decoding)", "\n".join(lines))]
+    body = "\n".join(lines)
+    # bars per stage / mode / split side by side, from the same numbers as the table
+    img = plot_eval(results_from_demo("demo", out / "results.json", results), out / "report_eval.png")
+    if img is not None:
+        body += f"\n\n![evaluation]({img.name})"
+    sections = [("Results (accuracy %, synthetic benchmark, greedy decoding)", body)]
     rl = ["| Model | split | mean thinking length (chars) | lazy rate | aha rate | revised rate |",
           "|---|---|---|---|---|---|"]
     for row, by_split in reasoning.items():

@@ -1,0 +1,39 @@
+"""`tinyvr demo` end to end at toy size: every stage, the 12 evaluations, results.json, report, rerun."""
+
+import json
+
+from tests.recipes.conftest import SIZES
+
+TOY = ["optim.max_steps=2", "optim.batch_size=2", "rollout.num_generations=2", "rollout.max_new_tokens=8",
+       "eval.max_new_tokens=8", "eval.batch_size=4", "run.progress=false", "run.tensorboard=false"]
+
+
+def test_demo_runs_every_stage_writes_results_and_report_and_reuses_them(tmp_path):
+    from tinyvr.recipes.demo import run_demo
+
+    out = tmp_path / "demo"
+    report = run_demo(out=str(out), overrides=TOY, eval_limit=3, sizes=dict(SIZES))
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) == {"sft", "coldstart", "r1"}
+    for stage in results.values():
+        assert set(stage) == {"test", "test_heldout"}
+        for split in stage.values():
+            assert set(split) == {"option", "reason"}
+            assert all(0.0 <= v <= 1.0 for v in split.values())
+    for stage in ("pretrain", "sft", "coldstart", "grpo"):
+        assert (out / stage / "model" / "DONE").is_file()
+        assert [r["step"] for r in map(json.loads, (out / stage / "metrics.jsonl").read_text().splitlines())] == [1, 2]
+    md = report.read_text()
+    # the paper-style table leads, then the per-run material
+    assert md.index("| Model | Answer type | test | test_heldout |") < md.index("## Runs")
+    assert "| TinyLLaVA-Video-R1 (tiny) | Reason |" in md and "mean thinking length" in md
+    for png in ("report_eval.png", "report_training.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG" and f"]({png})" in md
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["sizes"]["sft"] == SIZES["sft"]
+
+    # a second run reuses every finished stage and evaluation: same numbers, no retraining
+    weights = {s: (out / s / "model" / "model.safetensors").stat().st_mtime_ns for s in ("sft", "grpo")}
+    run_demo(out=str(out), overrides=TOY, eval_limit=3, sizes=dict(SIZES))
+    assert json.loads((out / "results.json").read_text()) == results
+    assert {s: (out / s / "model" / "model.safetensors").stat().st_mtime_ns for s in weights} == weights
