@@ -234,6 +234,9 @@ def _decode_by_pts(path: Path, scan: _Scan, targets: list[int], seek: bool) -> d
     out: dict[int, np.ndarray] = {}
     with _open(path) as container:
         stream = container.streams.video[0]
+        # Frame-threaded decoding: the frames between keyframe and target must be decoded anyway,
+        # and threads decode them on every core (output order and pixels are unchanged).
+        stream.thread_type = "AUTO"
         frames, last, check_landing = None, -1, False
         for target in targets:
             if target in out:
