@@ -76,3 +76,18 @@ def test_init_model_and_infer(tmp_path, capsys):
     bad.write_bytes(b"not a video")
     assert main(["infer", "--model", str(model), "--video", str(bad), "--question", "q"]) == 2
     assert "bad.mp4" in capsys.readouterr().err
+
+    # --config: model, decoding and frames from the file (as configs/tinyllava_video_r1/eval.yaml
+    # does for the 3.6B model); flags still win
+    cfg = tmp_path / "infer.yaml"
+    cfg.write_text(f"model:\n  init_from: {model}\n  dtype: float32\n  num_frames: 8\n"
+                   "eval:\n  temperature: 0.0\n  max_new_tokens: 5\n")
+    base = ["infer", "--config", str(cfg), "--video", str(video), "--question", "What colour is the square?",
+            "--options", "A. red", "B. blue"]
+    assert main(base) == 0
+    assert capsys.readouterr().out == first  # same model, 5 tokens, greedy: the same answer
+    assert main(base + ["--max-new-tokens", "1"]) == 0
+    one = capsys.readouterr().out
+    assert one != first and first.startswith(one.strip())  # the flag's shorter budget won
+    assert main(["infer", "--video", str(video), "--question", "q"]) == 2
+    assert "--model is required" in capsys.readouterr().err

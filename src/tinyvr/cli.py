@@ -17,11 +17,9 @@ def _cmd_init_model(a):
 
 
 def _cmd_infer(a):
-    from tinyvr.recipes.infer import infer
+    from tinyvr.recipes.infer import infer_cli
 
-    print(infer(model_dir=a.model, video=a.video, question=a.question, options=a.options, mode=a.mode,
-                max_new_tokens=a.max_new_tokens, temperature=a.temperature, seed=a.seed,
-                num_frames=a.num_frames))
+    print(infer_cli(a))
 
 
 def _cmd_data_synth(a):
@@ -119,15 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_init_model)
 
     s = sub.add_parser("infer", help="answer a question about one video")
-    s.add_argument("--model", required=True)
+    s.add_argument("--model", default=None, help="model folder (or model.init_from in --config)")
+    s.add_argument("--config", default="", help="typed YAML, e.g. configs/tinyllava_video_r1/eval.yaml; flags win")
     s.add_argument("--video", required=True)
     s.add_argument("--question", required=True)
     s.add_argument("--options", nargs="*", default=None, help='e.g. "A. red" "B. blue"')
-    s.add_argument("--mode", choices=["option", "reason"], default="reason")
-    s.add_argument("--max-new-tokens", type=int, default=256)
-    s.add_argument("--temperature", type=float, default=0.0)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--num-frames", type=int, default=0)
+    s.add_argument("--mode", choices=["option", "reason"], default=None, help="default: reason")
+    s.add_argument("--max-new-tokens", type=int, default=None, help="default: 256 (or the config's)")
+    s.add_argument("--temperature", type=float, default=None)
+    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--num-frames", type=int, default=None)
     s.set_defaults(func=_cmd_infer)
 
     s = sub.add_parser("data", help="datasets")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import torch
 
 from tinyvr.data.template import OPTION_SUFFIX, REASON_SUFFIX
@@ -20,7 +22,8 @@ def build_question(question: str, options: list[str] | None, mode: str) -> str:
 
 
 def infer(model_dir, video, question, options=None, mode="reason", max_new_tokens=256,
-          temperature=0.0, seed=0, num_frames=0) -> str:
+          temperature=0.0, seed=0, num_frames=0, *, dtype="auto", attn_implementation=None,
+          tokenizer_dir=None, device="auto") -> str:
     from tinyvr.data.feature_cache import VideoInputs
     from tinyvr.recipes.common import load_model
     from tinyvr.rl.rollout import RolloutEngine, SamplingParams
@@ -30,8 +33,9 @@ def infer(model_dir, video, question, options=None, mode="reason", max_new_token
         raise ConfigError(f"--max-new-tokens: {max_new_tokens} must be >= 1")
     if temperature < 0:
         raise ConfigError(f"--temperature: {temperature} must be >= 0")
-    device = pick_device("auto")
-    model, processor = load_model(model_dir, device, pick_dtype("auto", device))
+    device = pick_device(device)
+    model, processor = load_model(model_dir, device, pick_dtype(dtype, device), tokenizer_dir=tokenizer_dir,
+                                  attn_implementation=attn_implementation)
     model.eval()
     if num_frames:
         processor.num_frames = num_frames
@@ -43,3 +47,31 @@ def infer(model_dir, video, question, options=None, mode="reason", max_new_token
         roll = RolloutEngine(model, processor).generate([ids], model.connector(feats), params,
                                                         torch.Generator().manual_seed(seed))
     return roll.texts[0]
+
+
+def infer_cli(a) -> str:
+    """`tinyvr infer` from its flags; with `--config FILE` (the same typed YAML as `tinyvr eval
+    --config`) the model, dtype, attention, tokenizer, frames, decoding and seed come from the
+    file wherever the flag is not given."""
+    from tinyvr.recipes.evaluate import resolve_eval_settings
+
+    mode = a.mode or "reason"
+    settings = {}
+    if getattr(a, "config", ""):
+        # eval's resolver reads the file; the task and data root it wants do not matter here
+        probe = argparse.Namespace(**{**vars(a), "mode": mode, "task": "synthetic", "data_root": "-",
+                                      "split": None, "batch_size": None, "limit": None, "extraction": None,
+                                      "out": None, "overrides": []})
+        st = resolve_eval_settings(probe)
+        settings = {"model_dir": st.model, "num_frames": st.num_frames, "temperature": st.temperature,
+                    "seed": st.seed, "dtype": st.dtype, "attn_implementation": st.attn_implementation,
+                    "tokenizer_dir": st.tokenizer or None, "device": st.device}
+        if st.max_new_tokens.get(mode):
+            settings["max_new_tokens"] = st.max_new_tokens[mode]
+    elif not a.model:
+        raise ConfigError("infer: --model is required (or --config FILE with model.init_from)")
+    for flag, key in (("model", "model_dir"), ("num_frames", "num_frames"), ("temperature", "temperature"),
+                      ("seed", "seed"), ("max_new_tokens", "max_new_tokens")):
+        if getattr(a, flag, None) is not None:
+            settings[key] = getattr(a, flag)
+    return infer(video=a.video, question=a.question, options=a.options, mode=mode, **settings)
