@@ -52,7 +52,8 @@ class ModelConfig:
     tokenizer: str = ""  # tokenizer folder; empty = the model folder's own / the embedded one
     trainable: list[Part] = field(default_factory=lambda: ["connector", "language_model"])
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: fp32 CPU, bf16 CUDA
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    # auto: flash-attention 2 on CUDA when installed, else SDPA (tinyvr.utils.device.pick_attention)
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "sdpa"
     gradient_checkpointing: bool = False
     num_frames: int = field(default=0, metadata=_range(0))  # 0 = the model config's value
     overrides: dict = field(default_factory=dict)  # preset field overrides, e.g. {text_config: {...}}

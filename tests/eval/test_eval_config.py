@@ -96,7 +96,7 @@ def test_shipped_eval_config_resolves():
     st = resolve_eval_settings(build_parser().parse_args(["eval", "--config", path]))
     assert (st.model, st.task, st.data_root) == ("checkpoints/TinyLLaVA-Video-R1", "mvbench", "eval/MVBench")
     assert st.modes == ("option", "reason") and st.max_new_tokens == {"option": 8, "reason": 1024}
-    assert (st.dtype, st.attn_implementation, st.num_frames) == ("bfloat16", "sdpa", 16)
+    assert (st.dtype, st.attn_implementation, st.num_frames) == ("bfloat16", "auto", 16)
     assert (st.temperature, st.extraction, st.batch_size, st.seed) == (0.0, "reference", 16, 0)
     assert st.out_dir("reason") == Path("runs/tinyllava_video_r1/eval/mvbench-reason")
     st = resolve_eval_settings(build_parser().parse_args(

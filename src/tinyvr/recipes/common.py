@@ -18,7 +18,7 @@ import torch
 from tinyvr.config import TrainConfig, save_config
 from tinyvr.errors import CheckpointError, ConfigError
 from tinyvr.utils.checkpoint import CheckpointManager
-from tinyvr.utils.device import pick_device, pick_dtype, set_threads
+from tinyvr.utils.device import pick_attention, pick_device, pick_dtype, set_threads
 from tinyvr.utils.distributed import DistEnv, init_distributed
 from tinyvr.utils.logging import MetricsLogger, info
 from tinyvr.utils.seed import seed_everything
@@ -72,13 +72,15 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", dtype: torc
                tokenizer_dir: str | Path | None = None, attn_implementation: str | None = None):
     """Load (model, processor) from a tinyvr folder or a reference TinyLLaVA folder.
 
-    `attn_implementation`: sdpa / eager / flash_attention_2; None = the transformers default."""
+    `attn_implementation`: auto / sdpa / eager / flash_attention_2; None = the transformers default
+    (auto: flash-attention 2 on CUDA when installed, else sdpa)."""
     from tinyvr.data.processor import Processor
     from tinyvr.model import TinyVideoForConditionalGeneration
 
     path = Path(path)
     if not is_model_folder(path):
         raise CheckpointError(f"{path}: not a model folder (no config.json)")
+    attn_implementation = pick_attention(attn_implementation, torch.device(device), dtype)
     cfg = json.loads((path / "config.json").read_text())
     if cfg.get("model_type") == "tinyllava":
         from tinyvr.model.reference import load_reference
@@ -139,7 +141,8 @@ def load_or_create(cfg: TrainConfig, ctx: RunContext):
     """The stage's starting model: `model.init_from`, or a fresh `model.preset`."""
     if cfg.model.init_from:
         model, processor = load_model(cfg.model.init_from, ctx.device, ctx.dtype,
-                                      tokenizer_dir=cfg.model.tokenizer or None)
+                                      tokenizer_dir=cfg.model.tokenizer or None,
+                                      attn_implementation=cfg.model.attn_implementation)
     else:
         model, processor = new_model(cfg.model.preset, tokenizer=cfg.model.tokenizer or None,
                                      overrides=cfg.model.overrides, seed=cfg.run.seed)

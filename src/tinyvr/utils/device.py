@@ -35,6 +35,26 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     return _DTYPES[name]
 
 
+ATTENTION = ("auto", "sdpa", "eager", "flash_attention_2")
+
+
+def pick_attention(name: str | None, device: torch.device, dtype: torch.dtype) -> str | None:
+    """auto: flash-attention 2 on CUDA in bf16/fp16 when the `flash_attn` package is installed,
+    else PyTorch SDPA. None keeps the transformers default."""
+    if name is None:
+        return None
+    if name not in ATTENTION:
+        raise ConfigError(f"model.attn_implementation: {name!r} is not one of {', '.join(ATTENTION)}")
+    if name != "auto":
+        return name
+    import importlib.util
+
+    half = dtype in (torch.bfloat16, torch.float16)
+    if device.type == "cuda" and half and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
 def set_threads(threads: int = 0) -> int:
     """Use all cores by default (intra-op); returns the number set."""
     if threads:
