@@ -197,6 +197,9 @@ class RolloutEngine:
         logits = out.logits[:, -1].repeat_interleave(G, 0)  # [P*G, V]
         attn = attn.repeat_interleave(G, 0)
         next_pos = pos[:, -1:].repeat_interleave(G, 0) + 1  # [P*G, 1]
+        # No padding anywhere (one prompt, or prompts of equal length): decode steps can skip the
+        # attention mask, so transformers builds no mask per step (SDPA's causal path instead).
+        padded = bool((attn == 0).any())
         R = logits.shape[0]
         result = torch.full((R, params.max_new_tokens), eos, dtype=torch.long, device=device)
         active = torch.arange(R, device=device)  # rows still decoding (indices into result)
@@ -215,9 +218,10 @@ class RolloutEngine:
                 cache.batch_select_indices(keep)
                 active, done, tok = active[keep], done[keep], tok[keep]
                 attn, next_pos = attn[keep], next_pos[keep]
-            attn = torch.cat([attn, attn.new_ones(attn.shape[0], 1)], dim=1)
-            out = lm(input_ids=tok[:, None], attention_mask=attn, position_ids=next_pos, cache=cache,
-                     use_cache=True)
+            if padded:
+                attn = torch.cat([attn, attn.new_ones(attn.shape[0], 1)], dim=1)
+            out = lm(input_ids=tok[:, None], attention_mask=attn if padded else None, position_ids=next_pos,
+                     cache=cache, use_cache=True)
             logits = out.logits[:, -1]
             next_pos = next_pos + 1
         return result[:, :steps]
