@@ -117,12 +117,10 @@ def encode_mp4(frames: np.ndarray, fps: float) -> bytes:
         stream = container.add_stream("libx264", rate=fps_fraction(fps))
         stream.width, stream.height = int(frames.shape[2]), int(frames.shape[1])
         stream.pix_fmt = "yuv420p"
-        cc = stream.codec_context
-        cc.thread_count = 1
+        stream.codec_context.thread_count = 1
         stream.options = dict(X264_OPTIONS)
-        cc.time_base = 1 / fps_fraction(fps)
         for i, f in enumerate(frames):
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24").reformat(format="yuv420p")
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
             vf.pts = i
             for packet in stream.encode(vf):
                 container.mux(packet)
