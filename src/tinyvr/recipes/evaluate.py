@@ -164,8 +164,8 @@ class EvalSettings:
     """Everything `tinyvr eval` needs, resolved from flags, a config file and built-in defaults."""
 
     model: str
-    task: str
-    data_root: str
+    task: str = ""
+    data_root: str = ""
     split: str = "test"
     modes: tuple[str, ...] = ("reason",)
     num_frames: int = 0  # 0 = the model's own
@@ -214,9 +214,11 @@ def _lookup(tree, dotted: str):
     return True, node
 
 
-def resolve_eval_settings(a) -> EvalSettings:
-    """Settings of `tinyvr eval` from its parsed flags `a` (None = not given), `a.config` (a
-    TrainConfig YAML; only the keys it sets count) and `a.overrides` (dotted, as for `train`)."""
+def resolve_eval_settings(a, *, command: str = "eval",
+                          required: tuple[str, ...] = ("model", "task", "data_root")) -> EvalSettings:
+    """Settings of `tinyvr eval` (or `infer`, which needs only a model) from its parsed flags `a`
+    (None or absent = not given), `a.config` (a TrainConfig YAML; only the keys it sets count) and
+    `a.overrides` (dotted, as for `train`)."""
     from tinyvr.config import apply_overrides, load_config, read_yaml
     from tinyvr.errors import ConfigError
 
@@ -248,17 +250,17 @@ def resolve_eval_settings(a) -> EvalSettings:
         values["max_new_tokens"] = {m: tokens.get(m, 0) for m in modes}
     for name, lo in (("num_frames", 0), ("temperature", 0), ("batch_size", 1), ("limit", 0)):
         if name in values and values[name] < lo:
-            raise ConfigError(f"eval: --{name.replace('_', '-')} {values[name]} must be >= {lo}")
+            raise ConfigError(f"{command}: --{name.replace('_', '-')} {values[name]} must be >= {lo}")
     if any(v < 0 for v in values["max_new_tokens"].values()):
-        raise ConfigError("eval: --max-new-tokens must be >= 0")
-    for name, flag in (("model", "--model"), ("task", "--task"), ("data_root", "--data-root")):
+        raise ConfigError(f"{command}: --max-new-tokens must be >= 0")
+    for name in required:
         if not values.get(name):
             where = f" (or {_SOURCES[name][1]} in {config})" if config else " (or --config FILE)"
-            raise ConfigError(f"eval: {flag} is required{where}")
+            raise ConfigError(f"{command}: --{name.replace('_', '-')} is required{where}")
     from tinyvr.eval.tasks import TASKS
 
-    if values["task"] not in TASKS:
-        raise ConfigError(f"eval: unknown task {values['task']!r}; use one of {', '.join(TASKS)}")
+    if values.get("task") and values["task"] not in TASKS:
+        raise ConfigError(f"{command}: unknown task {values['task']!r}; use one of {', '.join(TASKS)}")
     return EvalSettings(**values)
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 
 from tinyvr.data.template import OPTION_SUFFIX, REASON_SUFFIX
@@ -55,23 +53,10 @@ def infer_cli(a) -> str:
     file wherever the flag is not given."""
     from tinyvr.recipes.evaluate import resolve_eval_settings
 
+    st = resolve_eval_settings(a, command="infer", required=("model",))
     mode = a.mode or "reason"
-    settings = {}
-    if getattr(a, "config", ""):
-        # eval's resolver reads the file; the task and data root it wants do not matter here
-        probe = argparse.Namespace(**{**vars(a), "mode": mode, "task": "synthetic", "data_root": "-",
-                                      "split": None, "batch_size": None, "limit": None, "extraction": None,
-                                      "out": None, "overrides": []})
-        st = resolve_eval_settings(probe)
-        settings = {"model_dir": st.model, "num_frames": st.num_frames, "temperature": st.temperature,
-                    "seed": st.seed, "dtype": st.dtype, "attn_implementation": st.attn_implementation,
-                    "tokenizer_dir": st.tokenizer or None, "device": st.device}
-        if st.max_new_tokens.get(mode):
-            settings["max_new_tokens"] = st.max_new_tokens[mode]
-    elif not a.model:
-        raise ConfigError("infer: --model is required (or --config FILE with model.init_from)")
-    for flag, key in (("model", "model_dir"), ("num_frames", "num_frames"), ("temperature", "temperature"),
-                      ("seed", "seed"), ("max_new_tokens", "max_new_tokens")):
-        if getattr(a, flag, None) is not None:
-            settings[key] = getattr(a, flag)
-    return infer(video=a.video, question=a.question, options=a.options, mode=mode, **settings)
+    tokens = a.max_new_tokens if a.max_new_tokens is not None else (st.max_new_tokens.get(mode) or 256)
+    return infer(st.model, a.video, a.question, a.options, mode, max_new_tokens=tokens,
+                 temperature=st.temperature, seed=st.seed, num_frames=st.num_frames, dtype=st.dtype,
+                 attn_implementation=st.attn_implementation, tokenizer_dir=st.tokenizer or None,
+                 device=st.device)
