@@ -121,6 +121,15 @@ class RLConfig:
 
 
 @dataclass
+class DistConfig:
+    # How ranks share the model under torchrun / accelerate launch (one process: no effect).
+    # ddp: every rank holds the full model, gradients are all-reduced after backward.
+    # fsdp: FSDP2 full shard (ZeRO-3 equivalent): weights, gradients and optimizer states of the
+    # policy are split over the ranks (tinyvr.utils.distributed.shard_model).
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+
+
+@dataclass
 class EvalConfig:
     # what `tinyvr eval --config FILE` evaluates (the end-of-stage check uses data.eval_file instead)
     task: str = ""  # mvbench, videomme, mlvu, mmvu or synthetic
@@ -146,6 +155,7 @@ class TrainConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     rl: RLConfig = field(default_factory=RLConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -366,6 +376,6 @@ def save_config(cfg: TrainConfig, path: str | Path) -> None:
 
 __all__ = [
     "TrainConfig", "RunConfig", "ModelConfig", "DataConfig", "OptimConfig", "RolloutConfig",
-    "RLConfig", "EvalConfig", "load_config", "save_config", "from_dict", "apply_overrides",
+    "RLConfig", "EvalConfig", "DistConfig", "load_config", "save_config", "from_dict", "apply_overrides",
     "read_yaml", "validate",
 ]

@@ -1,8 +1,9 @@
 """configs/accelerate/: the FSDP and ZeRO-3 launch files parse (as YAML and as accelerate configs),
 name wrap classes that exist in the model, and agree with the 3.6B GRPO recipe's sizes.
 
-They are not wired into the recipes (see README, Multi-GPU): these tests keep the files correct, they
-do not claim sharded training works.
+fsdp.yaml is wired through the environment accelerate sets from it (ACCELERATE_USE_FSDP selects
+dist.strategy=fsdp; tests/recipes/test_fsdp.py tests that strategy); the DeepSpeed files are not
+wired (see README, Multi-GPU): these tests keep them correct, they do not claim DeepSpeed works.
 """
 
 import json
@@ -80,9 +81,50 @@ def test_accelerate_reads_the_file(name):
     assert cfg.distributed_type == (DistributedType.FSDP if name == "fsdp.yaml" else DistributedType.DEEPSPEED)
 
 
+def _launch_env(name):
+    """The environment `accelerate launch --config_file configs/accelerate/NAME` gives the processes."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_multi_gpu_env
+
+    args = launch_command_parser().parse_args(["--config_file", str(ACC / name), "-m", "tinyvr.cli", "train"])
+    args, _, _ = _validate_launch_command(args)
+    return prepare_multi_gpu_env(args)
+
+
+@pytest.mark.parametrize("name, expected", [("fsdp.yaml", "fsdp"), ("deepspeed_zero3.yaml", "ddp")])
+def test_accelerate_launch_selects_the_strategy(name, expected, monkeypatch):
+    """accelerate launch with fsdp.yaml makes a dist.strategy=ddp config (the default) train with
+    fsdp; the DeepSpeed file does not (DeepSpeed is not wired), and an explicit fsdp stays."""
+    from tinyvr.utils.distributed import resolve_strategy
+
+    env = _launch_env(name) if name == "fsdp.yaml" else {"ACCELERATE_USE_DEEPSPEED": "true"}
+    for k in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"):
+        monkeypatch.delenv(k, raising=False)
+    assert resolve_strategy("ddp") == "ddp"
+    for k, v in env.items():
+        if k.startswith(("ACCELERATE_USE_", "FSDP_")):
+            monkeypatch.setenv(k, v)
+    assert resolve_strategy("ddp") == expected
+    assert resolve_strategy("fsdp") == "fsdp"
+
+
+def test_dist_strategy_config(monkeypatch):
+    from tinyvr.errors import ConfigError
+    from tinyvr.utils.distributed import init_distributed
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    env = init_distributed("fsdp")  # one process: nothing to shard, the model stays whole
+    assert env.strategy == "fsdp" and not env.enabled and not env.sharded
+    assert load_config(None, []).dist.strategy == "ddp"
+    assert load_config(None, ["dist.strategy=fsdp"]).dist.strategy == "fsdp"
+    with pytest.raises(ConfigError, match="dist.strategy"):
+        load_config(None, ["dist.strategy=zero3"])
+
+
 def test_readme_documents_the_supported_launch():
     readme = Path("README.md").read_text()
     assert f"torchrun --standalone --nproc_per_node 8 -m tinyvr.cli train grpo --config {GRPO}" in readme
+    assert f"--config {GRPO} dist.strategy=fsdp" in readme
     for name in ("fsdp.yaml", "deepspeed_zero3.yaml"):
         assert f"configs/accelerate/{name}" in readme
-    assert "not wired" in readme
+    assert "DeepSpeed is **not wired**" in readme

@@ -41,7 +41,7 @@ class RunContext:
 
 
 def setup_run(cfg: TrainConfig) -> RunContext:
-    dist = init_distributed()
+    dist = init_distributed(cfg.dist.strategy)
     device = pick_device(cfg.run.device)
     if dist.world_size > 1 and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
@@ -129,10 +129,11 @@ def init_model_folder(preset: str, out: str | Path, *, seed: int = 0, corpus=Non
     return out
 
 
-def save_model(model, processor, out: str | Path) -> Path:
+def save_model(model, processor, out: str | Path, state_dict: dict | None = None) -> Path:
+    """HF-style folder. `state_dict`: the full weights of a sharded model (`full_state_dict`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
+    model.save_pretrained(out, safe_serialization=True, state_dict=state_dict)
     processor.save_pretrained(out)
     return out
 

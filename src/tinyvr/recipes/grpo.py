@@ -27,16 +27,17 @@ from tinyvr.data.feature_cache import VideoInputs
 from tinyvr.data.template import GRPO_QUESTION_TEMPLATE
 from tinyvr.errors import TinyVRError
 from tinyvr.model import set_trainable
-from tinyvr.recipes.common import (DataOrder, Timer, build_optimizer, build_scheduler, load_or_create,
-                                   save_model, setup_run, total_steps)
+from tinyvr.recipes.common import (DataOrder, Timer, build_optimizer, build_scheduler, load_model,
+                                   load_or_create, save_model, setup_run, total_steps)
 from tinyvr.recipes.validate import preflight
-from tinyvr.recipes.resume import restore_training, training_state
+from tinyvr.recipes.resume import restore_training, save_checkpoint
 from tinyvr.rl.advantages import group_advantages, zero_std_groups
 from tinyvr.rl.loss import mask_truncated, policy_loss
 from tinyvr.rl.policy import completion_logprobs
 from tinyvr.rl.rewards import get_reward_fn, tinyllava_r1_reward_breakdown
 from tinyvr.rl.rollout import RolloutEngine, SamplingParams
-from tinyvr.utils.distributed import average_gradients, barrier, reduce_metrics
+from tinyvr.utils.distributed import (all_ranks, average_gradients, barrier, full_state_dict, gathered,
+                                      reduce_metrics, shard_model)
 from tinyvr.utils.logging import JsonlWriter, banner, info
 
 
@@ -102,13 +103,13 @@ def grpo_update(model, ref_model, batch, adv, mask, cfg: TrainConfig, optimizer,
                 eps_high=cfg.rl.eps_high, aggregation=cfg.rl.loss_aggregation,
                 max_completion_length=cfg.rollout.max_new_tokens)
             metrics["entropy"] = float(entropy)
-            if not torch.isfinite(loss):
+            if not all_ranks(bool(torch.isfinite(loss)), ctx.dist):  # skip together or not at all
                 metrics["skipped_updates"] = 1
                 optimizer.zero_grad(set_to_none=True)
                 scheduler.step()
                 continue
             loss.backward()
-            average_gradients(model, ctx.dist)
+            average_gradients(model, ctx.dist)  # ddp; under fsdp the backward's reduce-scatter did it
             params = [p for p in model.parameters() if p.requires_grad]
             grad_norm = torch.nn.utils.clip_grad_norm_(
                 params, cfg.optim.max_grad_norm if cfg.optim.max_grad_norm > 0 else math.inf)
@@ -130,8 +131,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     set_trainable(model, cfg.model.trainable)
     ref_model = None
     if cfg.rl.beta > 0:  # frozen copy of the starting policy; none at all when beta = 0
+        # taken before sharding: under fsdp it stays whole on every rank (no gradients or optimizer
+        # states to split, and its pass needs no all-gathers); only the policy is sharded
         ref_model = copy.deepcopy(model).eval()
         ref_model.requires_grad_(False)
+    model = shard_model(model, ctx.dist)  # dist.strategy=fsdp: FSDP2 full shard; ddp: unchanged
     rows, bad_rows = load_grpo_jsonl(cfg.data.train_file, cfg.data.video_root,
                                      allow_outside_root=cfg.data.allow_outside_root)
     for err in bad_rows:
@@ -172,7 +176,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         prompt_ids = [processor.encode_prompt(GRPO_QUESTION_TEMPLATE.format(Question=r.problem)) for r in rows_b]
         # 3. rollout: one prefill per prompt, KV cache expanded xG, batched decode
         model.eval()
-        with timer("rollout"), torch.no_grad():
+        with timer("rollout"), torch.no_grad(), gathered(model):  # fsdp: full weights while decoding
             roll = engine.generate(prompt_ids, model.connector(feats), sampling, ctx.generator)
         model.train()
         # 4-5. rewards and group advantages (+ noise so equal-reward groups still give a signal)
@@ -189,7 +193,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             keep = (~zero_std).nonzero().squeeze(-1)
         # 6. loss and update on the kept groups
         upd = {}
-        if len(keep) and mask.sum() > 0:
+        if all_ranks(len(keep) > 0 and bool(mask.sum() > 0), ctx.dist):
             rows_idx = (keep[:, None] * G + torch.arange(G)).reshape(-1)
             batch_p = processor.collate([{"input_ids": prompt_ids[i]} for i in keep.tolist()], padding_side="left")
             dev = ctx.device
@@ -233,18 +237,19 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                                    "rewards": parts["total"][sl],
                                    "accuracy": parts.get("accuracy", [None] * len(roll.texts))[sl]})
         if cfg.run.save_every and (step + 1) % cfg.run.save_every == 0 and step + 1 < steps:
-            if ctx.is_main:
-                ctx.ckpt.save(step + 1, lambda d: save_model(model, processor, d),
-                              training_state(step + 1, optimizer, scheduler, order, tracker, ctx))
-            barrier(ctx.dist)
+            save_checkpoint(ctx, step + 1, model, processor, optimizer, scheduler, order, tracker)
     bar.close()
     final = ctx.out_dir / "model"
+    weights = full_state_dict(model)  # fsdp: every rank takes part in the gather; None otherwise
     if ctx.is_main:
-        save_model(model, processor, final)
+        save_model(model, processor, final, state_dict=weights)
         info(f"saved {final}")
         if cfg.data.eval_file:
             from tinyvr.recipes.evaluate import quick_eval
 
+            if weights is not None:  # a sharded model cannot run on rank 0 alone: evaluate the saved copy
+                model, videos = load_model(final, ctx.device, ctx.dtype,
+                                           attn_implementation=cfg.model.attn_implementation)[0], None
             quick_eval(model, processor, cfg, ctx.out_dir / "eval", videos=videos)
     ctx.logger.close()
     barrier(ctx.dist)

@@ -20,11 +20,12 @@ from tinyvr.data.datasets import BadSampleTracker, load_conversation_json
 from tinyvr.data.feature_cache import VideoInputs
 from tinyvr.errors import TinyVRError
 from tinyvr.model import set_trainable
-from tinyvr.recipes.common import (DataOrder, build_optimizer, build_scheduler, load_or_create,
+from tinyvr.recipes.common import (DataOrder, build_optimizer, build_scheduler, load_model, load_or_create,
                                    log_line, save_model, setup_run, total_steps)
 from tinyvr.recipes.validate import preflight
-from tinyvr.recipes.resume import load_model_weights, restore_training, training_state
-from tinyvr.utils.distributed import average_gradients, barrier, reduce_metrics
+from tinyvr.recipes.resume import load_model_weights, restore_training, save_checkpoint
+from tinyvr.utils.distributed import (all_ranks, average_gradients, barrier, full_state_dict, reduce_metrics,
+                                      shard_model)
 from tinyvr.utils.logging import banner, info
 
 
@@ -54,6 +55,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     banner(f"{cfg.stage}: {cfg.run.name}")
     model, processor = load_or_create(cfg, ctx)
     set_trainable(model, cfg.model.trainable)
+    model = shard_model(model, ctx.dist)  # dist.strategy=fsdp: FSDP2 full shard; ddp: unchanged
     rows, bad_rows = load_conversation_json(cfg.data.train_file, cfg.data.video_root,
                                             allow_outside_root=cfg.data.allow_outside_root)
     for err in bad_rows:
@@ -84,7 +86,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         for _ in range(cfg.optim.grad_accum):
             batch = next_batch(rows, order, processor, videos, tracker, cfg.optim.batch_size)
             loss = model(**batch).loss / cfg.optim.grad_accum
-            if not torch.isfinite(loss):  # skip the whole update, count it, keep going
+            if not all_ranks(bool(torch.isfinite(loss)), ctx.dist):  # skip the whole update (all ranks), count it
                 finite = False
                 loss_sum = float("nan")
                 break
@@ -93,7 +95,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             tokens += int((batch["labels"] != -100).sum())
         grad_norm = float("nan")
         if finite:
-            average_gradients(model, ctx.dist)
+            average_gradients(model, ctx.dist)  # ddp; under fsdp the backward's reduce-scatter did it
             grad_norm = torch.nn.utils.clip_grad_norm_(
                 [p for p in model.parameters() if p.requires_grad],
                 cfg.optim.max_grad_norm if cfg.optim.max_grad_norm > 0 else math.inf).item()
@@ -111,19 +113,20 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             ctx.logger.log(step + 1, metrics)
             bar.set_postfix(loss=f"{metrics['loss']:.3f}")
         if cfg.run.save_every and (step + 1) % cfg.run.save_every == 0 and step + 1 < steps:
-            if ctx.is_main:
-                ctx.ckpt.save(step + 1, lambda d: save_model(model, processor, d),
-                              training_state(step + 1, optimizer, scheduler, order, tracker, ctx,
-                                             counters=dict(counters)))
-            barrier(ctx.dist)
+            save_checkpoint(ctx, step + 1, model, processor, optimizer, scheduler, order, tracker,
+                            counters=dict(counters))
     bar.close()
     final = ctx.out_dir / "model"
+    weights = full_state_dict(model)  # fsdp: every rank takes part in the gather; None otherwise
     if ctx.is_main:
-        save_model(model, processor, final)
+        save_model(model, processor, final, state_dict=weights)
         info(f"saved {final}")
         if cfg.data.eval_file:
             from tinyvr.recipes.evaluate import quick_eval
 
+            if weights is not None:  # a sharded model cannot run on rank 0 alone: evaluate the saved copy
+                model, videos = load_model(final, ctx.device, ctx.dtype,
+                                           attn_implementation=cfg.model.attn_implementation)[0], None
             quick_eval(model, processor, cfg, ctx.out_dir / "eval", videos=videos)
     ctx.logger.close()
     barrier(ctx.dist)
