@@ -100,3 +100,106 @@ def test_two_processes_match_one(tmp_path):
         assert torch.allclose(v, multi[k], atol=1e-5, rtol=1e-4), k
         changed += int(not torch.equal(v, _setup()[1].state_dict()[k])) if k.startswith("connector.linear") else 0
     assert changed > 0  # the update really moved the weights
+
+
+# ---------------------------------------------------------------------------------------------
+# per-rank resume state (one process, no process group)
+
+
+def _tiny_trainer():
+    from tinyvr.config import load_config
+    from tinyvr.recipes.common import build_scheduler
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    return model, opt, build_scheduler(opt, load_config(None, ["stage=grpo"]), 10)
+
+
+def _rank_ctx(rank, world, run_dir, seed=0):
+    import types
+
+    from tinyvr.utils.checkpoint import CheckpointManager
+    from tinyvr.utils.distributed import DistEnv
+
+    return types.SimpleNamespace(dist=DistEnv(rank, world), is_main=rank == 0, ckpt=CheckpointManager(run_dir),
+                                 generator=torch.Generator().manual_seed(seed + 1000 * rank))
+
+
+def _write_ckpt(run_dir, world, cursors, legacy=False):
+    """A checkpoint as `world` ranks write it (rank r at data cursor cursors[r], its generator
+    advanced r + 1 draws); legacy: the layout from before per-rank states (no world_size, no files)."""
+    from safetensors.torch import save_file
+
+    from tinyvr.data.datasets import BadSampleTracker
+    from tinyvr.recipes.common import DataOrder
+    from tinyvr.recipes.resume import rank_state, training_state
+
+    model, opt, sched = _tiny_trainer()
+    states, draws = [], []
+    for r in range(world):
+        ctx = _rank_ctx(r, world, run_dir)
+        torch.rand(r + 1, generator=ctx.generator)
+        order = DataOrder(8, 0, r, world)
+        order.cursor = cursors[r]
+        tracker = BadSampleTracker(0.5)
+        tracker.num_bad = r
+        states.append(rank_state(order, tracker, ctx))
+        draws.append(torch.rand(4, generator=ctx.generator.clone_state()))  # what the rank samples next
+        if r == 0:
+            main = training_state(5, opt, sched, order, tracker, ctx)
+
+    def save_model(folder):
+        folder.mkdir(parents=True)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+
+    if legacy:
+        main.pop("world_size")
+    ckpt = _rank_ctx(0, world, run_dir).ckpt.save(5, save_model, main, rank_states=None if legacy else states)
+    return ckpt, draws
+
+
+def _resume(ckpt, rank, world, tmp_path):
+    from tinyvr.data.datasets import BadSampleTracker
+    from tinyvr.recipes.common import DataOrder
+    from tinyvr.recipes.resume import restore_training
+
+    model, opt, sched = _tiny_trainer()
+    ctx = _rank_ctx(rank, world, tmp_path / f"resume{rank}", seed=99)
+    order, tracker = DataOrder(8, 0, rank, world), BadSampleTracker(0.5)
+    assert restore_training(ckpt, model, opt, sched, order, tracker, ctx) == 5
+    return order.cursor, tracker.num_bad, torch.rand(4, generator=ctx.generator)
+
+
+def test_each_rank_resumes_its_own_rng_and_data_position(tmp_path):
+    ckpt, draws = _write_ckpt(tmp_path / "run", 2, cursors=[3, 4])
+    assert sorted(p.name for p in ckpt.glob("rng_rank*.pt")) == ["rng_rank0.pt", "rng_rank1.pt"]
+    for r in range(2):
+        cursor, bad, sample = _resume(ckpt, r, 2, tmp_path)
+        assert (cursor, bad) == ([3, 4][r], r)
+        assert torch.equal(sample, draws[r])  # rank r's own generator, not rank 0's
+    assert not torch.equal(draws[0], draws[1])
+
+
+def test_resume_with_another_world_size_derives_rank_states(tmp_path, capsys):
+    """1 -> 2 ranks and 2 -> 1 rank resume with a warning: no sample taken twice, distinct and
+    reproducible generators per rank."""
+    one, _ = _write_ckpt(tmp_path / "one", 1, cursors=[5])
+    a = [_resume(one, r, 2, tmp_path) for r in range(2)]
+    assert "resume is not bit-exact" in capsys.readouterr().out
+    assert [c for c, _, _ in a] == [3, 3]  # 5 samples taken by one process: the 2 ranks go on at 6, 7
+    assert not torch.equal(a[0][2], a[1][2])
+    assert all(torch.equal(x[2], y[2]) for x, y in zip(a, [_resume(one, r, 2, tmp_path) for r in range(2)]))
+    two, _ = _write_ckpt(tmp_path / "two", 2, cursors=[3, 3])
+    cursor, _, _ = _resume(two, 0, 1, tmp_path)
+    assert cursor == 6 and "resume is not bit-exact" in capsys.readouterr().out
+
+
+def test_legacy_single_process_checkpoint_resumes_exactly(tmp_path, capsys):
+    """A checkpoint written before per-rank states (no world_size, no rng_rank files) still
+    restores its own RNG state and cursor in one process, without a warning."""
+    ckpt, draws = _write_ckpt(tmp_path / "run", 1, cursors=[5], legacy=True)
+    assert not list(ckpt.glob("rng_rank*.pt"))
+    cursor, _, sample = _resume(ckpt, 0, 1, tmp_path)
+    assert cursor == 5 and torch.equal(sample, draws[0])
+    assert "not bit-exact" not in capsys.readouterr().out

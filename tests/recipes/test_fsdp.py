@@ -317,9 +317,23 @@ def test_recipe_under_fsdp_matches_ddp(runs, stage):
 
 
 def test_grpo_resumes_under_fsdp(runs):
-    """Resumed from its step-1 checkpoint, the fsdp GRPO run keeps step 1's log and trains step 2."""
+    """Resumed from its step-1 checkpoint, the 2-rank fsdp GRPO run keeps step 1's log and redoes
+    step 2 exactly as the uninterrupted run did: each rank restores its own RNG states (rollout
+    sampling, advantage noise) and data position, not rank 0's."""
     orig, resumed = _metrics(runs.tmp / "grpo-fsdp"), _metrics(runs.tmp / "grpo-fsdp-resumed")
-    assert [r["step"] for r in resumed] == [1, 2]
+    assert [r["step"] for r in resumed] == [r["step"] for r in orig] == [1, 2]
     assert resumed[0] == orig[0]
     assert math.isfinite(resumed[1]["grad_norm"])
-    assert _weights(runs.tmp / "grpo-fsdp-resumed" / "model").keys() == _weights(runs.tmp / "grpo-fsdp" / "model").keys()
+    assert {"reward", "loss", "kl", "completion_length", "entropy", "grad_norm"} <= resumed[1].keys()
+    assert resumed[1] == orig[1]  # every logged metric of the step after the checkpoint, bit for bit
+    wo, wr = _weights(runs.tmp / "grpo-fsdp" / "model"), _weights(runs.tmp / "grpo-fsdp-resumed" / "model")
+    assert wr.keys() == wo.keys()
+    for k in wo:
+        assert torch.equal(wr[k], wo[k]), k
+    # one file per rank beside the training state, and the ranks' sampling generators differ
+    from tinyvr.utils.checkpoint import CheckpointManager
+
+    ckpt = runs.tmp / "grpo-fsdp" / "checkpoints" / "step_000001"
+    ranks = [CheckpointManager.load_rank_state(ckpt, r) for r in range(WORLD)]
+    assert [r["rank"] for r in ranks] == list(range(WORLD))
+    assert not torch.equal(ranks[0]["rng"]["generator"], ranks[1]["rng"]["generator"])

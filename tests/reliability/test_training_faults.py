@@ -129,11 +129,9 @@ def test_disk_full_at_a_checkpoint_keeps_the_previous_and_resume_works(sft_confi
     out = tmp_path / "run"
     cfg = sft_config(out, "run.save_every=1", "optim.max_steps=4")
     real_save = ckpt_mod.torch.save
-    calls = []
 
     def full_disk(obj, path, *a, **k):
-        calls.append(path)
-        if len(calls) == 2:
+        if "step_000002" in str(path):  # the disk fills up while step 2's checkpoint is written
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return real_save(obj, path, *a, **k)
 

@@ -4,6 +4,8 @@ Layout under `<run>/checkpoints/`:
     step_000040/           one complete checkpoint (written as `.tmp-*` then renamed)
         model/             HF-style folder (config.json, model.safetensors, tokenizer files)
         trainer_state.pt   optimizer, scheduler, RNG states, data position, step (tensors only)
+        rng_rank{r}.pt     rank r's own RNG states and data position (one per rank; the ranks sample
+                           with different generators and may skip different bad samples)
         DONE               marker written last, inside the temporary folder
     latest                 text file naming the newest complete checkpoint
 
@@ -87,8 +89,10 @@ class CheckpointManager:
         self.root = Path(run_dir) / "checkpoints"
         self.keep = keep
 
-    def save(self, step: int, save_model: Callable[[Path], None], state: dict) -> Path:
-        """Write checkpoint `step`: `save_model(folder)` writes the model, `state` the rest."""
+    def save(self, step: int, save_model: Callable[[Path], None], state: dict,
+             rank_states: list[dict] | None = None) -> Path:
+        """Write checkpoint `step`: `save_model(folder)` writes the model, `state` the rest, and
+        `rank_states[r]` goes to `rng_rank{r}.pt` (inside the same atomic folder)."""
         final = self.root / f"step_{step:06d}"
         tmp = self.root / f".tmp-step_{step:06d}-{os.getpid()}"
         latest_tmp = self.root / f".latest-{os.getpid()}"
@@ -100,6 +104,8 @@ class CheckpointManager:
             tmp.mkdir()
             save_model(tmp / "model")
             torch.save(_to_safe(state), tmp / "trainer_state.pt")
+            for r, rs in enumerate(rank_states or []):
+                torch.save(_to_safe(rs), tmp / f"rng_rank{r}.pt")
             (tmp / "DONE").write_text(str(step))
             _fsync_tree(tmp)
             if final.exists():  # the same step saved again: move the old one aside, never delete first
@@ -155,6 +161,16 @@ class CheckpointManager:
         path = Path(ckpt) / "trainer_state.pt"
         if not path.is_file():
             raise CheckpointError(f"{ckpt}: no trainer_state.pt (incomplete checkpoint)")
+        return CheckpointManager._load(path)
+
+    @staticmethod
+    def load_rank_state(ckpt: Path, rank: int) -> dict | None:
+        """Rank `rank`'s own state (`rng_rank{rank}.pt`), or None when the checkpoint has none."""
+        path = Path(ckpt) / f"rng_rank{rank}.pt"
+        return CheckpointManager._load(path) if path.is_file() else None
+
+    @staticmethod
+    def _load(path: Path) -> dict:
         try:  # weights_only: tensors and plain containers only, never arbitrary pickled objects
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:

@@ -131,6 +131,16 @@ def reduce_metrics(metrics: dict, env: DistEnv) -> dict:
     return out
 
 
+def gather_to_main(obj, env: DistEnv) -> list | None:
+    """Every rank's `obj` (picklable) as a list indexed by rank on rank 0, None elsewhere; [obj]
+    in a single process. Every rank must call it."""
+    if not env.enabled:
+        return [obj]
+    out = [None] * env.world_size if env.rank == 0 else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
 def barrier(env: DistEnv) -> None:
     if env.enabled:
         dist.barrier()
