@@ -103,7 +103,26 @@ def test_two_processes_match_one(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# per-rank resume state (one process, no process group)
+# process-group backend and per-rank resume state (one process, no process group)
+
+
+@pytest.mark.parametrize("cuda, expected", [(False, "gloo"), (True, "cpu:gloo,cuda:nccl")])
+def test_backend_keeps_cpu_collectives_on_gloo(monkeypatch, cuda, expected):
+    """On CUDA the group maps CPU tensors to gloo: NCCL alone rejects the CPU tensors of
+    reduce_metrics / all_ranks / the checkpoint's per-rank gather."""
+    import tinyvr.utils.distributed as d
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    assert d.pick_backend() == expected
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(d.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(d.dist, "init_process_group", lambda backend: calls.append(backend))
+    monkeypatch.setattr(d.dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(d.dist, "get_world_size", lambda: 2)
+    env = d.init_distributed()
+    assert calls == [expected] and (env.rank, env.world_size, env.local_rank) == (1, 2, 1)
 
 
 def _tiny_trainer():

@@ -23,7 +23,9 @@ fsdp           PyTorch FSDP2 (`fully_shard`), full shard: the ZeRO-3 equivalent.
 which selects fsdp as well (`resolve_strategy`); tinyvr applies its own sharding and reads no
 other setting of that file. DeepSpeed is not used: configs/accelerate/deepspeed_zero3.yaml is not
 wired, fsdp is the supported ZeRO-3-style path. Tested with 2 CPU processes (gloo); the GPU (NCCL,
-bf16) path has not been run here.
+bf16) path has not been run here. On CUDA the process group is `cpu:gloo,cuda:nccl` (`pick_backend`):
+CUDA tensors go through NCCL, the small CPU-side collectives (metrics, skip decisions, per-rank
+checkpoint states, barriers) through gloo.
 """
 
 from __future__ import annotations
@@ -74,6 +76,14 @@ def resolve_strategy(configured: str = "ddp") -> str:
     return configured
 
 
+def pick_backend() -> str:
+    """The process-group backend. On CUDA, NCCL alone would reject the CPU tensors that
+    `reduce_metrics`, `all_ranks` and `gather_to_main` exchange (and its object collectives and
+    barriers need a current device): a device-mapped group sends each tensor to the backend of its
+    device, gloo for CPU and NCCL for CUDA (gradients, FSDP's all-gathers and reduce-scatters)."""
+    return "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+
+
 def init_distributed(strategy: str = "ddp") -> DistEnv:
     world = int(os.environ.get("WORLD_SIZE", 1))
     strategy = resolve_strategy(strategy)
@@ -82,8 +92,7 @@ def init_distributed(strategy: str = "ddp") -> DistEnv:
             info("dist.strategy=fsdp in a single process: nothing to shard, the model stays whole")
         return DistEnv(strategy=strategy)
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend=pick_backend())
     return DistEnv(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), strategy)
 
 
@@ -104,14 +113,18 @@ def average_gradients(model: torch.nn.Module, env: DistEnv) -> None:
         offset += n
 
 
+def _for_collective(t: torch.Tensor) -> torch.Tensor:
+    """A CPU tensor as the group takes it: as is (gloo, or `cpu:gloo,cuda:nccl` from
+    `init_distributed`), on the current GPU for a plain NCCL group that a launcher created."""
+    return t.cuda() if dist.get_backend() == "nccl" else t
+
+
 def all_ranks(flag: bool, env: DistEnv) -> bool:
     """True when `flag` is true on every rank. Decisions that skip a forward, a backward or an
     optimizer step must agree: a rank that skips alone leaves the others waiting in a collective."""
     if not env.enabled:
         return bool(flag)
-    t = torch.tensor([1 if flag else 0], dtype=torch.int32)
-    if dist.get_backend() == "nccl":
-        t = t.cuda()
+    t = _for_collective(torch.tensor([1 if flag else 0], dtype=torch.int32))
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return bool(t.item())
 
@@ -123,7 +136,7 @@ def reduce_metrics(metrics: dict, env: DistEnv) -> dict:
     keys = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
     if not keys:
         return metrics
-    t = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64)
+    t = _for_collective(torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64))
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     t /= env.world_size
     out = dict(metrics)
