@@ -26,6 +26,7 @@ from tinyvr.data.synthetic import (
     parse_sizes,
 )
 from tinyvr.data.synthetic.scene import FPS_CHOICES, MAX_FRAMES, MIN_FRAMES, sample_indices
+from tinyvr.data.synthetic.questions import count_window
 from tinyvr.errors import ConfigError
 
 SIZES = {"pretrain": 4, "sft": 10, "rl": 6, "test": 4, "test_heldout": 6}
@@ -354,3 +355,28 @@ def test_encoding_is_bit_exact_when_repeated_in_one_process():
         frames = cand.view.frames()
         digests = {hashlib.sha256(encode_mp4(frames, cand.scene.fps)).hexdigest() for _ in range(4)}
         assert len(digests) == 1, (split, index)
+
+
+def test_count_window_contains_the_answer_at_a_random_rank():
+    rng = np.random.default_rng(0)
+    for ans in range(0, 6):
+        ranks = set()
+        for _ in range(200):
+            w = count_window(rng, ans)
+            assert len(w) == 5 and w == list(range(w[0], w[0] + 5)) and ans in w and w[0] >= 0
+            ranks.add(w.index(ans))
+        assert ranks == set(range(min(ans, 4) + 1)), (ans, ranks)
+
+
+def test_count_options_do_not_give_the_answer_away():
+    """The answer's rank among the option numbers must not be a shortcut (it was the median 65% of
+    the time when distractors were the nearest numbers)."""
+    ranks = []
+    for i in range(400):
+        rec, _ = generate_item(21, "rl", i)
+        if rec["family"] == "count":
+            values = sorted(int(o) for o in rec["options"])
+            ranks.append(values.index(int(rec["answer_text"])))
+    assert len(ranks) >= 30
+    share = np.bincount(ranks, minlength=5) / len(ranks)
+    assert share.max() < 0.45, share

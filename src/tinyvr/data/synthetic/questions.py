@@ -770,9 +770,20 @@ def fam_count(rng: np.random.Generator, ctx: Ctx, plan: dict) -> Candidate | Non
         ev.append(f"So {ans_n} object{'s are' if ans_n != 1 else ' is'} visible at the end.")
         check = f"Let me double-check the last frame: {ans_n} shape{'s' if ans_n != 1 else ''}, no more."
     ans = str(ans_n)
-    near = sorted((c for c in range(0, ans_n + 6) if c != ans_n), key=lambda c: (abs(c - ans_n), rng.random()))
-    distractors = [str(c) for c in near]
+    distractors = [str(c) for c in count_window(rng, ans_n) if c != ans_n]
     return Candidate(scene, track, view, QA("count", sub, q, ans, distractors, ev, check))
+
+
+def count_window(rng: np.random.Generator, ans_n: int, k: int = 5) -> list[int]:
+    """`k` consecutive counts containing `ans_n`, starting at a random feasible offset.
+
+    The nearest numbers around the answer (the old rule) put it in the middle of the option values
+    whenever it is >= 2, so "pick the median number" answered most count questions without the
+    video. A random window makes the answer's rank among the options uninformative (except for 0,
+    which can only be the smallest).
+    """
+    start = ans_n - int(rng.integers(0, min(ans_n, k - 1) + 1))
+    return list(range(start, start + k))
 
 
 def _gap_boxes(track: Track, scene: Scene, t: int, i: int, j: int) -> float:

@@ -33,7 +33,7 @@ from .scene import (
     VERIFY_NUM_FRAMES,
 )
 
-GENERATOR_VERSION = "tinyvr-synthetic-2"
+GENERATOR_VERSION = "tinyvr-synthetic-3"
 SPLITS: tuple[str, ...] = ("pretrain", "sft", "rl", "test", "test_heldout", "coldstart")
 # Sized for the CPU demo (about a minute with 2 workers); every split can be resized.
 DEFAULT_SIZES: dict[str, int] = {
