@@ -170,3 +170,134 @@ def test_all_rows_stop_early(setup, eos_and_reference):
     assert batch.completion_ids.shape == (2, len(ref[i]))
     assert batch.completion_ids[0].tolist() == ref[i]
     assert not batch.truncated.any()
+
+
+# --- text-only prompts (no video, no placeholder) ------------------------------------------------
+
+
+def _text_prompts(setup):
+    model, processor, prompts, _ = setup
+    placeholder = model.config.image_token_index
+    return [[t for t in p if t != placeholder] for p in prompts]
+
+
+def hf_lm_greedy(lm, prompt, eos, max_new=MAX_NEW):
+    """`generate(do_sample=False)` of the bare language model on a batch of one (new tokens only)."""
+    out = lm.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                      max_new_tokens=max_new, do_sample=False, eos_token_id=eos, pad_token_id=eos)
+    return out[0, len(prompt):].tolist()
+
+
+@pytest.mark.parametrize("G", [1, 3])
+def test_text_only_greedy_equals_bare_lm_generate(setup, G):
+    model, processor, _, _ = setup
+    lm = model.language_model
+    prompts = _text_prompts(setup)
+    assert len({len(p) for p in prompts}) == len(prompts)  # left padding at work here too
+    free = [hf_lm_greedy(lm, p, eos=-1) for p in prompts]
+    assert any(len(set(f)) > 3 for f in free)
+    # an EOS that stops one prompt early and never appears in another (rows of both kinds)
+    eos = next(f[t] for i, f in enumerate(free) for t in range(2, MAX_NEW - 3)
+               if f[t] not in f[:t] and any(f[t] not in free[j] for j in range(len(free)) if j != i))
+    ref = [hf_lm_greedy(lm, p, eos=eos) for p in prompts]
+    assert min(len(r) for r in ref) < MAX_NEW and max(len(r) for r in ref) == MAX_NEW
+    engine = RolloutEngine(model, processor, eos_token_id=eos)
+    params = SamplingParams(num_generations=G, max_new_tokens=MAX_NEW, temperature=0.0, compact_every=1)
+    batch = engine.generate(prompts, None, params)
+    assert torch.equal(batch.completion_ids, expected_rows(ref, eos, G, MAX_NEW))
+    assert batch.truncated.tolist() == [eos not in r for r in ref for _ in range(G)]
+
+
+def test_text_only_prompt_with_placeholder_is_refused(setup):
+    from tinyvr.model.modeling import VideoTokenError
+
+    model, processor, prompts, _ = setup
+    engine = RolloutEngine(model, processor)
+    with pytest.raises(VideoTokenError, match="placeholder"):
+        engine.generate(prompts, None, SamplingParams(num_generations=1, max_new_tokens=2))
+
+
+def test_text_only_sampling_and_token_budget(setup):
+    """Seeded sampling on text-only prompts; chunking by token budget does not change the result."""
+    model, processor, _, _ = setup
+    prompts = _text_prompts(setup)
+    engine = RolloutEngine(model, processor)
+
+    def run(**kw):
+        params = SamplingParams(num_generations=2, max_new_tokens=6, temperature=0.0, **kw)
+        return engine.generate(prompts, None, params).completion_ids
+
+    whole = run()
+    budget = 2 * (len(prompts[0]) + 6)  # the first prompt alone fits
+    assert len(engine._chunks(prompts, 0, SamplingParams(num_generations=2, max_new_tokens=6,
+                                                         token_budget=budget))) >= 2
+    assert torch.equal(run(token_budget=budget), whole)
+    sp = SamplingParams(num_generations=4, max_new_tokens=8, temperature=1.0, top_k=50, top_p=0.95)
+    a = engine.generate(prompts, None, sp, torch.Generator().manual_seed(5)).completion_ids
+    b = engine.generate(prompts, None, sp, torch.Generator().manual_seed(5)).completion_ids
+    assert torch.equal(a, b)
+
+
+# --- the decode step without transformers' per-call wrappers -------------------------------------
+
+
+def _prefill(lm, prompts, capacity):
+    from transformers import DynamicCache
+
+    from tinyvr.rl.rollout import _preallocate
+
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
+    attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    pos = (attn.cumsum(-1) - 1).masked_fill(attn == 0, 0)
+    cache = DynamicCache(config=lm.config)
+    out = lm(input_ids=ids, attention_mask=attn, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1)
+    _preallocate(out.cache, capacity)
+    return out.cache, attn, pos[:, -1:] + 1, out.logits[:, -1]
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_fast_decode_step_is_bit_identical_to_the_lm_forward(setup, padded):
+    from tinyvr.rl.rollout import _Qwen2DecodeStep
+
+    model, _, _, _ = setup
+    lm = model.language_model
+    prompts = _text_prompts(setup)
+    prompts = prompts if padded else [prompts[0], prompts[0][::-1]]  # equal lengths: no mask at all
+    steps = 6
+    fast = _Qwen2DecodeStep.build(lm, max(len(p) for p in prompts) + steps + 1)
+    assert fast is not None  # the tiny preset's LM takes the fast path
+    with torch.no_grad():
+        cache_a, attn, pos, logits = _prefill(lm, prompts, 64)
+        cache_b = _prefill(lm, prompts, 64)[0]
+        tok = logits.argmax(-1)
+        for _ in range(steps):
+            if padded:
+                attn = torch.cat([attn, attn.new_ones(len(prompts), 1)], dim=1)
+            mask = attn if padded else None
+            a = fast(tok, mask, pos, cache_a)
+            b = lm(input_ids=tok[:, None], attention_mask=mask, position_ids=pos, cache=cache_b,
+                   use_cache=True).logits[:, -1]
+            assert torch.equal(a, b)
+            tok, pos = a.argmax(-1), pos + 1
+    for la, lb in zip(cache_a.layers, cache_b.layers):
+        assert torch.equal(la.keys, lb.keys) and torch.equal(la.values, lb.values)
+
+
+def test_fast_decode_step_stands_aside_for_hooks(setup, eos_and_reference):
+    """A hook on a module whose forward the fast step replaces (FSDP, a profiler) -> the LM's forward."""
+    from tinyvr.rl.rollout import _Qwen2DecodeStep
+
+    model, _, _, _ = setup
+    lm = model.language_model
+    calls = []
+    handle = lm.model.layers[0].register_forward_pre_hook(lambda m, a: calls.append(1))
+    try:
+        assert _Qwen2DecodeStep.build(lm, 32) is None
+        eos, ref = eos_and_reference
+        batch = engine_greedy(setup, eos, 2)
+    finally:
+        handle.remove()
+    assert len(calls) > 1  # prefill and decode steps went through the hooked layer
+    assert torch.equal(batch.completion_ids, expected_rows(ref, eos, 2, MAX_NEW))
+    assert _Qwen2DecodeStep.build(lm, 32) is not None

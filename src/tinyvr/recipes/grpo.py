@@ -79,24 +79,33 @@ def compute_rewards(cfg: TrainConfig, texts, rows, G):
     return parts
 
 
+def _group_embeds(model, feats, G):
+    """Video embeddings of the P prompts repeated for their G completions; None for text-only rows."""
+    return None if feats is None else model.connector(feats).repeat_interleave(G, 0)
+
+
 def grpo_update(model, ref_model, batch, adv, mask, cfg: TrainConfig, optimizer, scheduler, ctx, timer):
-    """rl.num_iterations optimizer steps on one batch of rollouts; returns the last step's metrics."""
+    """rl.num_iterations optimizer steps on one batch of rollouts; returns the last step's metrics.
+
+    batch = (feats [P, N', C] or None for text-only prompts, prompt ids, prompt mask, completion ids).
+    """
     feats, p_ids, p_mask, c_ids = batch
     G = cfg.rollout.num_generations
     ref_logp = old_logp = None
     if cfg.rl.beta > 0:
         with timer("reference"), torch.no_grad():
-            ref_embeds = ref_model.connector(feats).repeat_interleave(G, 0)
-            ref_logp, _ = completion_logprobs(ref_model, p_ids, p_mask, ref_embeds, c_ids, mask)
+            ref_embeds = _group_embeds(ref_model, feats, G)
+            ref_logp, _ = completion_logprobs(ref_model, p_ids, p_mask, ref_embeds, c_ids, mask, group_size=G)
     if cfg.rl.num_iterations > 1:
         with torch.no_grad():
-            old_embeds = model.connector(feats).repeat_interleave(G, 0)
-            old_logp, _ = completion_logprobs(model, p_ids, p_mask, old_embeds, c_ids, mask)
+            old_embeds = _group_embeds(model, feats, G)
+            old_logp, _ = completion_logprobs(model, p_ids, p_mask, old_embeds, c_ids, mask, group_size=G)
     metrics = {}
     for _ in range(cfg.rl.num_iterations):
         with timer("policy"):
-            embeds = model.connector(feats).repeat_interleave(G, 0)  # [P*G, N, D], grad to connector
-            logp, entropy = completion_logprobs(model, p_ids, p_mask, embeds, c_ids, mask, with_entropy=True)
+            embeds = _group_embeds(model, feats, G)  # [P*G, N, D], grad to connector
+            logp, entropy = completion_logprobs(model, p_ids, p_mask, embeds, c_ids, mask, with_entropy=True,
+                                                group_size=G)  # each prompt once, its KV cache shared
             loss, metrics = policy_loss(
                 logp, adv, mask, old_logp=old_logp, ref_logp=ref_logp, beta=cfg.rl.beta,
                 kl_estimator=cfg.rl.kl_estimator, kl_clamp=cfg.rl.kl_clamp, eps_low=cfg.rl.eps_low,
