@@ -50,8 +50,8 @@ def readme_rows(name: str, r: dict) -> list[str]:
         if trl.get("error"):
             rows.append(f"| GRPO step vs TRL `GRPOTrainer` | | not run: {trl['error']} | n/a | tinyvr faster |")
         elif trl:
-            rows.append(f"| GRPO step vs TRL {trl['trl_version']} `GRPOTrainer` (text-only LLM), 1 prompt × "
-                        f"G={s['num_generations']} | {trl['tinyvr_median_step_s']:.2f} s "
+            rows.append(f"| GRPO step vs TRL {trl['trl_version']} `GRPOTrainer`, both text only (same LLM, prompt, "
+                        f"lengths), 1 prompt × G={s['num_generations']} | {trl['tinyvr_median_step_s']:.2f} s "
                         f"| {trl['median_step_s']:.2f} s | {_x(trl['ratio'])} | > 1× (tinyvr faster) |")
         return rows
     if name == "video_decode":
