@@ -37,3 +37,24 @@ def test_demo_runs_every_stage_writes_results_and_report_and_reuses_them(tmp_pat
     run_demo(out=str(out), overrides=TOY, eval_limit=3, sizes=dict(SIZES))
     assert json.loads((out / "results.json").read_text()) == results
     assert {s: (out / s / "model" / "model.safetensors").stat().st_mtime_ns for s in weights} == weights
+
+
+def test_demo_refuses_data_from_another_generator_seed_or_size(tmp_path):
+    import pytest
+
+    from tinyvr.data.synthetic.writer import GENERATOR_VERSION
+    from tinyvr.errors import ConfigError
+    from tinyvr.recipes.demo import run_demo
+
+    out = tmp_path / "demo"
+    (out / "data").mkdir(parents=True)
+    manifest = out / "data" / "manifest.json"
+    good = {"generator": GENERATOR_VERSION, "seed": 0, "sizes": dict(SIZES), "counts": dict(SIZES)}
+    for bad, named in ((dict(good, generator="tinyvr-synthetic-1"), "generator: 'tinyvr-synthetic-1'"),
+                       (dict(good, seed=3), "seed: 3 (this run: 0)"),
+                       (dict(good, sizes=dict(SIZES, sft=SIZES["sft"] + 1)), "sizes.sft")):
+        manifest.write_text(json.dumps(bad))
+        with pytest.raises(ConfigError) as e:
+            run_demo(out=str(out), overrides=TOY, eval_limit=3, sizes=dict(SIZES))
+        assert str(manifest) in str(e.value) and named in str(e.value) and "--fresh" in str(e.value)
+    assert not (out / "init").exists()  # stopped before building anything

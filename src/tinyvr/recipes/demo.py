@@ -100,6 +100,22 @@ def evaluate_stage(model_dir: Path, data: Path, out: Path, *, seed: int, cfg, li
     return {"scores": scores, "reasoning": reasoning}
 
 
+def _check_reused_data(path: Path, manifest: dict, *, seed: int, sizes: dict[str, int]) -> None:
+    """A rerun reuses the data folder only if it is what this run would generate: an older
+    generator version, another seed or other sizes would silently mix datasets across stages."""
+    from tinyvr.data.synthetic.writer import GENERATOR_VERSION
+    from tinyvr.errors import ConfigError
+
+    wanted = {"generator": GENERATOR_VERSION, "seed": seed,
+              **{f"sizes.{k}": v for k, v in sizes.items()}}
+    found = {"generator": manifest.get("generator"), "seed": manifest.get("seed"),
+             **{f"sizes.{k}": manifest.get("sizes", {}).get(k) for k in sizes}}
+    diff = [f"{k}: {found[k]!r} (this run: {v!r})" for k, v in wanted.items() if found[k] != v]
+    if diff:
+        raise ConfigError(f"{path}: the existing demo data differs from this run's: {'; '.join(diff)}. "
+                          "Run again with --fresh to start over, or choose another --out.")
+
+
 def run_demo(out: str = "runs/demo", *, ablations: bool = False, seeds: int = 1, seed: int = 0,
              fresh: bool = False, config_dir: str = "", overrides: list[str] | None = None,
              eval_limit: int = 0, sizes: dict[str, int] | None = None) -> Path:
@@ -122,6 +138,7 @@ def run_demo(out: str = "runs/demo", *, ablations: bool = False, seeds: int = 1,
     if not (data / "manifest.json").is_file():
         generate_dataset(data, seed=seed, sizes=sizes or DEMO_SIZES)
     manifest = json.loads((data / "manifest.json").read_text())
+    _check_reused_data(data / "manifest.json", manifest, seed=seed, sizes=sizes or DEMO_SIZES)
     info(f"data: {manifest.get('counts')}")
 
     banner("2/6 tiny model and tokenizer")
