@@ -1,11 +1,14 @@
+"""Caption loss with the right clip vs another clip. Args: model dir, pretrain.json, n, video root,
+and any 5th argument to score only the caption's first sentence."""
 import json, sys, torch
 from tinyvr.recipes.common import load_model
-from tinyvr.data.processor import Processor
 from tinyvr.data.feature_cache import VideoInputs
 torch.set_num_threads(1)
 mdir, jf, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 model, proc = load_model(mdir); model.eval()
 rows = json.load(open(jf))[:n]
+if len(sys.argv) > 5:
+    for r in rows: r["conversations"][1]["value"] = r["conversations"][1]["value"].split(". ")[0] + "."
 vi = VideoInputs(model, proc)
 root = sys.argv[4] if len(sys.argv) > 4 else "runs/data/synth"
 def loss(shift):
