@@ -19,7 +19,7 @@ from tinyvr.config import TrainConfig, save_config
 from tinyvr.errors import CheckpointError, ConfigError
 from tinyvr.utils.checkpoint import CheckpointManager
 from tinyvr.utils.device import pick_attention, pick_device, pick_dtype, set_threads
-from tinyvr.utils.distributed import DistEnv, init_distributed
+from tinyvr.utils.distributed import DistEnv, barrier, full_state_dict, init_distributed
 from tinyvr.utils.logging import MetricsLogger, info
 from tinyvr.utils.seed import seed_everything
 
@@ -138,6 +138,26 @@ def save_model(model, processor, out: str | Path, state_dict: dict | None = None
     return out
 
 
+def finish_stage(ctx: RunContext, cfg: TrainConfig, model, processor, videos) -> Path:
+    """End of a training stage: `<out>/model` (rank 0 writes; under fsdp every rank takes part in
+    gathering the full weights), then the quick evaluation on `data.eval_file` when set."""
+    final = ctx.out_dir / "model"
+    weights = full_state_dict(model)  # None for a whole model
+    if ctx.is_main:
+        save_model(model, processor, final, state_dict=weights)
+        info(f"saved {final}")
+        if cfg.data.eval_file:
+            from tinyvr.recipes.evaluate import quick_eval
+
+            if weights is not None:  # a sharded model cannot run on rank 0 alone: evaluate the saved copy
+                model, videos = load_model(final, ctx.device, ctx.dtype,
+                                           attn_implementation=cfg.model.attn_implementation)[0], None
+            quick_eval(model, processor, cfg, ctx.out_dir / "eval", videos=videos)
+    ctx.logger.close()
+    barrier(ctx.dist)
+    return final
+
+
 def load_or_create(cfg: TrainConfig, ctx: RunContext):
     """The stage's starting model: `model.init_from`, or a fresh `model.preset`."""
     if cfg.model.init_from:
@@ -238,16 +258,8 @@ class Timer:
         return out
 
 
-def log_line(step: int, total: int, metrics: dict, keys: Iterable[str]) -> str:
-    parts = [f"step {step}/{total}"]
-    for k in keys:
-        if k in metrics and isinstance(metrics[k], (int, float)):
-            parts.append(f"{k}={metrics[k]:.4g}")
-    return " ".join(parts)
-
-
 __all__ = [
     "RunContext", "setup_run", "load_model", "new_model", "init_model_folder", "save_model",
-    "load_or_create", "build_optimizer", "build_scheduler", "total_steps", "DataOrder", "Timer",
-    "info", "log_line",
+    "load_or_create", "finish_stage", "build_optimizer", "build_scheduler", "total_steps", "DataOrder",
+    "Timer", "info",
 ]

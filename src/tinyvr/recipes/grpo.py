@@ -27,8 +27,8 @@ from tinyvr.data.feature_cache import VideoInputs
 from tinyvr.data.template import GRPO_QUESTION_TEMPLATE
 from tinyvr.errors import TinyVRError
 from tinyvr.model import set_trainable
-from tinyvr.recipes.common import (DataOrder, Timer, build_optimizer, build_scheduler, load_model,
-                                   load_or_create, save_model, setup_run, total_steps)
+from tinyvr.recipes.common import (DataOrder, Timer, build_optimizer, build_scheduler, finish_stage,
+                                   load_or_create, setup_run, total_steps)
 from tinyvr.recipes.validate import preflight
 from tinyvr.recipes.resume import restore_training, save_checkpoint
 from tinyvr.rl.advantages import group_advantages, zero_std_groups
@@ -36,7 +36,7 @@ from tinyvr.rl.loss import mask_truncated, policy_loss
 from tinyvr.rl.policy import completion_logprobs
 from tinyvr.rl.rewards import get_reward_fn, tinyllava_r1_reward_breakdown
 from tinyvr.rl.rollout import RolloutEngine, SamplingParams
-from tinyvr.utils.distributed import (all_ranks, average_gradients, barrier, full_state_dict, gathered,
+from tinyvr.utils.distributed import (all_ranks, average_gradients, gathered,
                                       reduce_metrics, shard_model)
 from tinyvr.utils.logging import JsonlWriter, banner, info
 
@@ -248,18 +248,4 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         if cfg.run.save_every and (step + 1) % cfg.run.save_every == 0 and step + 1 < steps:
             save_checkpoint(ctx, step + 1, model, processor, optimizer, scheduler, order, tracker)
     bar.close()
-    final = ctx.out_dir / "model"
-    weights = full_state_dict(model)  # fsdp: every rank takes part in the gather; None otherwise
-    if ctx.is_main:
-        save_model(model, processor, final, state_dict=weights)
-        info(f"saved {final}")
-        if cfg.data.eval_file:
-            from tinyvr.recipes.evaluate import quick_eval
-
-            if weights is not None:  # a sharded model cannot run on rank 0 alone: evaluate the saved copy
-                model, videos = load_model(final, ctx.device, ctx.dtype,
-                                           attn_implementation=cfg.model.attn_implementation)[0], None
-            quick_eval(model, processor, cfg, ctx.out_dir / "eval", videos=videos)
-    ctx.logger.close()
-    barrier(ctx.dist)
-    return final
+    return finish_stage(ctx, cfg, model, processor, videos)

@@ -20,11 +20,11 @@ from tinyvr.data.datasets import BadSampleTracker, load_conversation_json
 from tinyvr.data.feature_cache import VideoInputs
 from tinyvr.errors import TinyVRError
 from tinyvr.model import set_trainable
-from tinyvr.recipes.common import (DataOrder, build_optimizer, build_scheduler, load_model, load_or_create,
-                                   log_line, save_model, setup_run, total_steps)
+from tinyvr.recipes.common import (DataOrder, build_optimizer, build_scheduler, finish_stage, load_or_create,
+                                   setup_run, total_steps)
 from tinyvr.recipes.validate import preflight
 from tinyvr.recipes.resume import load_model_weights, restore_training, save_checkpoint
-from tinyvr.utils.distributed import (all_ranks, average_gradients, barrier, full_state_dict, reduce_metrics,
+from tinyvr.utils.distributed import (all_ranks, average_gradients, reduce_metrics,
                                       shard_model)
 from tinyvr.utils.logging import banner, info
 
@@ -35,7 +35,7 @@ def next_batch(rows, order: DataOrder, processor, videos: VideoInputs, tracker: 
     while len(items) < size:
         row = rows[order.next()]
         try:
-            feats = videos([row.video_path])  # decode now: a bad video is skipped here
+            videos([row.video_path])  # decode now (cached for the batch): a bad video is skipped here
             ids, labels = processor.encode_conversation(row.conversations)
         except TinyVRError as e:
             tracker.bad(e)
@@ -116,21 +116,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             save_checkpoint(ctx, step + 1, model, processor, optimizer, scheduler, order, tracker,
                             counters=dict(counters))
     bar.close()
-    final = ctx.out_dir / "model"
-    weights = full_state_dict(model)  # fsdp: every rank takes part in the gather; None otherwise
-    if ctx.is_main:
-        save_model(model, processor, final, state_dict=weights)
-        info(f"saved {final}")
-        if cfg.data.eval_file:
-            from tinyvr.recipes.evaluate import quick_eval
-
-            if weights is not None:  # a sharded model cannot run on rank 0 alone: evaluate the saved copy
-                model, videos = load_model(final, ctx.device, ctx.dtype,
-                                           attn_implementation=cfg.model.attn_implementation)[0], None
-            quick_eval(model, processor, cfg, ctx.out_dir / "eval", videos=videos)
-    ctx.logger.close()
-    barrier(ctx.dist)
-    return final
+    return finish_stage(ctx, cfg, model, processor, videos)
 
 
 __all__ = ["train", "next_batch", "load_model_weights"]
