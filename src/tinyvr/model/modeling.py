@@ -31,6 +31,12 @@ class VideoTokenError(TinyVRError, ValueError):
     """`input_ids` and the video inputs do not fit together (placeholder count, batch size, width)."""
 
 
+def mask_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that count only the real tokens of each row (left padding gets 0), so a padded
+    row's tokens sit at the same positions as unpadded."""
+    return (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+
+
 def set_trainable(model: nn.Module, parts: Iterable[str]) -> None:
     """Make exactly the named parts trainable (`requires_grad`), freeze the others.
 
@@ -195,7 +201,7 @@ class TinyVideoForConditionalGeneration(TinyVideoPreTrainedModel):
 
         new_mask = torch.where(is_video, torch.ones_like(text_idx), attention_mask.long().gather(1, text_idx))
         new_mask = new_mask.to(attention_mask.dtype)
-        position_ids = (new_mask.long().cumsum(-1) - 1).masked_fill(new_mask == 0, 0)
+        position_ids = mask_positions(new_mask)
         new_labels = None
         if labels is not None:
             new_labels = labels.gather(1, text_idx).masked_fill(is_video, IGNORE_INDEX)
@@ -241,8 +247,7 @@ class TinyVideoForConditionalGeneration(TinyVideoPreTrainedModel):
             # Position ids follow the mask so left padding does not shift the real tokens. The mask
             # spans cached + current tokens (HF convention); the current ones are its last columns.
             cur_len = (input_ids if input_ids is not None else inputs_embeds).shape[1]
-            position_ids = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
-            position_ids = position_ids[:, -cur_len:]
+            position_ids = mask_positions(attention_mask)[:, -cur_len:]
         return self.language_model(
             input_ids=input_ids,
             inputs_embeds=inputs_embeds,

@@ -59,11 +59,10 @@ def _shared_prompt_logprobs(model, prompt_ids, prompt_mask, video_embeds, comple
     lc = completion_ids.shape[1]
     p_ids, p_mask = prompt_ids[::G], prompt_mask[::G]  # [P, Lp]
     video = None if video_embeds is None else video_embeds[::G]  # [P, N, D]
-    cache = DynamicCache(config=model.language_model.config)
+    cache = DynamicCache(config=model.language_model.config)  # filled in place by the prompt pass
     # 1. the prompts once: their KV cache, and the logits of the last prompt position (completion token 0)
     out = model(input_ids=p_ids, attention_mask=p_mask, video_embeds=video, cache=cache, use_cache=True,
                 logits_to_keep=1)
-    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None) or cache
     # the spliced prompt mask: left padding, then the real tokens (the placeholder became N video tokens)
     width = cache.get_seq_length()
     n_real = p_mask.sum(dim=1, keepdim=True) + (0 if video is None else video.shape[1] - 1)  # [P, 1]

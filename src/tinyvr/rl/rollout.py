@@ -23,7 +23,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from tinyvr.model.modeling import VideoTokenError
+from tinyvr.model.modeling import VideoTokenError, mask_positions
 from tinyvr.rl.loss import completion_mask
 
 
@@ -287,13 +287,12 @@ class RolloutEngine:
         attn = batch["attention_mask"].to(device)
         if video_embeds is None:  # text only: the token embeddings, positions counting real tokens
             embeds = lm.get_input_embeddings()(input_ids)  # [P, L, D]
-            pos = (attn.cumsum(-1) - 1).masked_fill(attn == 0, 0)
+            pos = mask_positions(attn)
         else:
             embeds, attn, pos, _ = model.prepare_inputs_embeds(input_ids, attn, video_embeds)  # [P, L, D]
-        cache = DynamicCache(config=lm.config)
+        cache = DynamicCache(config=lm.config)  # filled in place by the prefill
         out = lm(inputs_embeds=embeds, attention_mask=attn, position_ids=pos, cache=cache,
                  use_cache=True, logits_to_keep=1)
-        cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None) or cache
         # expand the prefilled cache xG: [P, L] -> [P*G, L] (rows of a prompt are adjacent), into
         # buffers with room for every new token (decode steps then write in place)
         cache.batch_repeat_interleave(G)
