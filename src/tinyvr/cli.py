@@ -73,7 +73,15 @@ def _cmd_demo(a):
 
     run_demo(out=a.out, ablations=a.ablations, seeds=a.seeds, seed=a.seed, fresh=a.fresh,
              config_dir=a.config_dir, overrides=a.overrides, eval_limit=a.eval_limit,
-             sizes=parse_sizes(a.sizes) if a.sizes else None)
+             sizes=parse_sizes(a.sizes) if a.sizes else None, foundation=a.foundation)
+
+
+def _cmd_foundation(a):
+    from tinyvr.recipes.foundation import FoundationConfig, build_foundation
+
+    cfg = FoundationConfig(seed=a.seed, items=a.items, vision_steps=a.vision_steps,
+                           language_steps=a.language_steps, threads=a.threads)
+    print(build_foundation(a.out, cfg, part=a.part))
 
 
 def _cmd_convert(a):
@@ -105,10 +113,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seeds", type=int, default=1, help="seeds for the GRPO stage and ablations")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--fresh", action="store_true", help="ignore finished stages and start over")
+    s.add_argument("--foundation", default="", help="start from a foundation built by `tinyvr foundation` "
+                   "(pretrained tower and LLM) instead of a fresh tiny model")
     s.add_argument("--eval-limit", type=int, default=0, help="evaluate only the first N items per split (a quick look)")
     s.add_argument("--sizes", default="", help="dataset sizes, e.g. pretrain=200,sft=400 (default: the demo's)")
     s.add_argument("overrides", nargs="*", help="dotted overrides applied to every stage")
     s.set_defaults(func=_cmd_demo)
+
+    s = sub.add_parser("foundation", help="pretrain the tiny model's tower and LLM once (perception, "
+                       "in-context look-up); the demo can start from it")
+    s.add_argument("--out", default="runs/foundation")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--part", default="all", choices=["all", "vision", "language", "merge"],
+                   help="vision and language can run as two processes side by side, then merge")
+    s.add_argument("--items", type=int, default=2000)
+    s.add_argument("--vision-steps", type=int, default=1200)
+    s.add_argument("--language-steps", type=int, default=6000)
+    s.add_argument("--threads", type=int, default=0, help="torch threads; 0 = all cores")
+    s.set_defaults(func=_cmd_foundation)
 
     s = sub.add_parser("init-model", help="write a randomly initialised model folder")
     s.add_argument("--preset", default="tiny")

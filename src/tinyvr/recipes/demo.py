@@ -29,6 +29,8 @@ ABLATIONS = {  # name -> GRPO overrides (the paper's ablations)
     "no_wrong_penalty": ["rl.wrong_penalty=false"],
     "no_noise": ["rl.noise_std=0.0"],
 }
+# With a foundation (`tinyvr foundation`), the caption stage leaves the pretrained tower alone.
+FOUNDATION_OVERRIDES = ["model.trainable=[connector,language_model]"]
 DEMO_SIZES = {"pretrain": 1000, "sft": 2000, "rl": 600, "test": 200, "test_heldout": 200, "coldstart": 16}
 
 
@@ -100,6 +102,51 @@ def evaluate_stage(model_dir: Path, data: Path, out: Path, *, seed: int, cfg, li
     return {"scores": scores, "reasoning": reasoning}
 
 
+def foundation_model_dir(foundation: str | Path) -> Path:
+    """The model folder of a foundation built by `tinyvr foundation` (its `model/`), checked
+    against the sha256 its foundation.json records."""
+    from tinyvr.errors import ConfigError
+    from tinyvr.recipes.foundation import _sha256
+
+    root = Path(foundation)
+    manifest = root / "foundation.json"
+    if not manifest.is_file():
+        raise ConfigError(f"--foundation {root}: no foundation.json there (build one with "
+                          f"`tinyvr foundation --out {root}`)")
+    want = json.loads(manifest.read_text()).get("weights_sha256")
+    weights = root / "model" / "model.safetensors"
+    if not weights.is_file():
+        raise ConfigError(f"--foundation {root}: {weights} is missing")
+    got = _sha256(weights)
+    if got != want:
+        raise ConfigError(f"--foundation {root}: {weights} has sha256 {got[:12]}..., foundation.json "
+                          f"records {str(want)[:12]}...; the file changed after it was built")
+    return root / "model"
+
+
+def _init_origin(foundation: str) -> dict:
+    if not foundation:
+        return {"foundation": None}
+    foundation_model_dir(foundation)
+    m = json.loads((Path(foundation) / "foundation.json").read_text())
+    return {"foundation": str(foundation), "weights_sha256": m["weights_sha256"]}
+
+
+def _check_reused_init(init: Path, origin: dict) -> None:
+    """A rerun reuses `init/` only if it came from the same start (fresh, or the same foundation)."""
+    from tinyvr.errors import ConfigError
+
+    if not (init / "config.json").is_file():
+        return
+    p = init / "origin.json"
+    found = json.loads(p.read_text()) if p.is_file() else {"foundation": None}
+    if found.get("weights_sha256") != origin.get("weights_sha256"):
+        was = f"the foundation {found['foundation']}" if found.get("foundation") else "a fresh tiny model"
+        now = f"the foundation {origin['foundation']}" if origin.get("foundation") else "a fresh tiny model"
+        raise ConfigError(f"{init}: this demo folder started from {was}, this run asks for {now}. "
+                          "Run again with --fresh to start over, or choose another --out.")
+
+
 def _check_reused_data(path: Path, manifest: dict, *, seed: int, sizes: dict[str, int]) -> None:
     """A rerun reuses the data folder only if it is what this run would generate: an older
     generator version, another seed or other sizes would silently mix datasets across stages."""
@@ -118,7 +165,7 @@ def _check_reused_data(path: Path, manifest: dict, *, seed: int, sizes: dict[str
 
 def run_demo(out: str = "runs/demo", *, ablations: bool = False, seeds: int = 1, seed: int = 0,
              fresh: bool = False, config_dir: str = "", overrides: list[str] | None = None,
-             eval_limit: int = 0, sizes: dict[str, int] | None = None) -> Path:
+             eval_limit: int = 0, sizes: dict[str, int] | None = None, foundation: str = "") -> Path:
     from tinyvr.config import load_config
     from tinyvr.data.synthetic import generate_dataset
     from tinyvr.recipes.common import init_model_folder
@@ -142,10 +189,21 @@ def run_demo(out: str = "runs/demo", *, ablations: bool = False, seeds: int = 1,
     info(f"data: {manifest.get('counts')}")
 
     banner("2/6 tiny model and tokenizer")
+    origin = _init_origin(foundation)
+    _check_reused_init(out / "init", origin)
     if not (out / "init" / "config.json").is_file():
-        corpus = _corpus(data)
-        init_model_folder("tiny", out / "init", seed=seed, corpus=corpus)
+        if foundation:
+            import shutil
+
+            shutil.copytree(foundation_model_dir(foundation), out / "init", dirs_exist_ok=True)
+            info(f"starting from the foundation {foundation} (sha256 {origin['weights_sha256'][:12]})")
+        else:
+            corpus = _corpus(data)
+            init_model_folder("tiny", out / "init", seed=seed, corpus=corpus)
+        (out / "init" / "origin.json").write_text(json.dumps(origin, indent=2) + "\n")
     info(f"model folder: {out / 'init'}")
+    if foundation:  # the tower comes pretrained: keep it frozen, as the 3.6B recipe does
+        overrides = [*FOUNDATION_OVERRIDES, *overrides]
 
     models = {}
     for i, stage in enumerate(STAGES):

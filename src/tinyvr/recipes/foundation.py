@@ -1,0 +1,375 @@
+"""The tiny foundation: the two skills the real recipe gets from SigLIP and Qwen2.5, built once.
+
+    tinyvr foundation --out runs/foundation [--seed 0] [--part all|vision|language|merge]
+
+The 3.6B recipe starts from a pretrained tower and LLM. A tiny model trained from scratch by the
+demo's own stages learns the answer format but neither looks at the frames nor finds the option
+that matches what it saw (docs/tiny-study.md, items 4-9). This recipe pretrains both, on the
+synthetic generator only (its own rng stream, split "foundation": no clip or question of the demo's
+splits is used):
+
+1. **tokenizer and fresh tiny model**, from the text of the foundation's items;
+2. **vision**: the tower alone, a dense per-patch objective from the scene's ground truth: every
+   kept patch of 8 uniformly sampled frames is labelled with the colour and the shape of the
+   object covering most of it, else background (two linear heads, dropped afterwards);
+3. **language**: the LLM alone, half variable-period induction (random prefix, then a random token
+   sequence twice: the in-context copy circuit that small transformers form after a plateau) and
+   half multiple-choice binding in the dataset's prompt format, the right option's text stated once
+   ("Which option is X?" or a hint line), then its letter;
+4. **merge**: `<out>/model`, an HF-style model folder the demo's stages start from, and
+   `<out>/foundation.json` (settings, final metrics, sha256 of the weights).
+
+The vision and language parts touch disjoint weights, so they can run as two processes side by
+side (`--part vision` and `--part language`, then `--part merge`). Both write a checkpoint every
+`save_every` steps and resume from it when re-run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tinyvr.data.template import OPTION_SUFFIX
+from tinyvr.errors import ConfigError
+from tinyvr.utils.logging import banner, info
+
+SPLIT = "foundation"  # the generator's rng stream for foundation items (disjoint from the demo's)
+LETTERS = "ABCDE"
+PARTS = ("all", "vision", "language", "merge")
+
+
+@dataclass
+class FoundationConfig:
+    seed: int = 0
+    items: int = 2000  # generated items: tokenizer text, binding questions, vision clips
+    vision_steps: int = 1200
+    vision_lr: float = 2e-3
+    vision_batch: int = 16
+    language_steps: int = 6000
+    language_lr: float = 1e-3
+    language_batch: int = 32
+    induction_fraction: float = 0.5
+    save_every: int = 500
+    threads: int = 0  # torch threads; 0 = all cores
+
+    def check(self) -> None:
+        for name in ("items", "vision_steps", "vision_batch", "language_steps", "language_batch", "save_every"):
+            if getattr(self, name) < 0 or (name.endswith("batch") and getattr(self, name) == 0):
+                raise ConfigError(f"foundation.{name} must be positive, got {getattr(self, name)}")
+        if not 0.0 <= self.induction_fraction <= 1.0:
+            raise ConfigError(f"foundation.induction_fraction must be in [0, 1], got {self.induction_fraction}")
+        if self.items < 16:
+            raise ConfigError(f"foundation.items must be at least 16, got {self.items}")
+
+
+# ---------------------------------------------------------------------------------------------
+# items
+
+
+def foundation_items(seed: int, n: int) -> list[tuple[dict, object]]:
+    """`n` generator items of the foundation's own split: (record, candidate scene)."""
+    from tinyvr.data.synthetic.writer import generate_item
+
+    return [generate_item(seed, SPLIT, i) for i in range(n)]
+
+
+def corpus_of(records: list[dict]) -> list[str]:
+    """Tokenizer text: prompts with options, captions and reasoning, as the demo's corpus has."""
+    from tinyvr.data.synthetic.writer import format_problem
+
+    texts = []
+    for r in records:
+        texts += [format_problem(r["question"], r["options"]) + "\n" + OPTION_SUFFIX, r["caption"], r["reasoning"]]
+    return texts
+
+
+# ---------------------------------------------------------------------------------------------
+# vision: dense per-patch colour and shape
+
+
+def patch_labels(cand, frame_ids, patch: int, *, min_share: float = 1 / 8) -> tuple[np.ndarray, np.ndarray]:
+    """int64 [T, P] colour and shape class per patch (0 = background, else 1 + index in
+    COLOURS / SHAPES): the object covering most of the patch, if it covers at least `min_share`."""
+    from tinyvr.data.synthetic.scene import COLOURS, SHAPES
+
+    view, scene = cand.view, cand.scene
+    g = scene.frame_size // patch
+    col = np.zeros((len(frame_ids), g * g), dtype=np.int64)
+    shp = np.zeros_like(col)
+    n_obj = len(scene.objects)
+    for k, t in enumerate(frame_ids):
+        lab = view.labels(int(t)).astype(np.int64)  # [S, S], -1 background
+        blocks = lab.reshape(g, patch, g, patch).transpose(0, 2, 1, 3).reshape(g * g, patch * patch)
+        counts = np.stack([(blocks == i).sum(1) for i in range(n_obj)], 1)  # [P, n_obj]
+        best = counts.argmax(1)
+        ok = counts.max(1) >= min_share * patch * patch
+        for p in np.nonzero(ok)[0]:
+            i = int(best[p])
+            col[k, p] = 1 + COLOURS.index(cand.track.colour[int(t)][i])
+            shp[k, p] = 1 + SHAPES.index(scene.objects[i].shape)
+    return col, shp
+
+
+def vision_data(items, processor, patch: int, drop_first: bool):
+    """Pixel values [N, T, 3, S, S] and per-kept-patch labels [N, T*P'] of the items' scenes."""
+    from tinyvr.data.synthetic.scene import sample_indices
+
+    X, C, S = [], [], []
+    for _, cand in items:
+        ids = sample_indices(cand.scene.num_frames, processor.num_frames)
+        frames = np.stack([cand.view.frame(int(t)) for t in ids])
+        col, shp = patch_labels(cand, ids, patch)
+        if drop_first:  # the "patch" select strategy drops token 0 of every frame
+            col, shp = col[:, 1:], shp[:, 1:]
+        X.append(processor.frames_to_pixel_values(frames))
+        C.append(torch.from_numpy(col.reshape(-1)))
+        S.append(torch.from_numpy(shp.reshape(-1)))
+    return torch.stack(X), torch.stack(C), torch.stack(S)
+
+
+def train_vision(model, processor, items, cfg: FoundationConfig, out: Path) -> dict:
+    from tinyvr.data.synthetic.scene import COLOURS, SHAPES
+
+    vc = model.config.vision_config
+    X, C, S = vision_data(items, processor, vc.patch_size, model.config.vision_feature_select_strategy == "patch")
+    n_va = max(1, len(X) // 10)  # held-out clips for the printed accuracy
+    tower = model.vision_tower.train()
+    tower.requires_grad_(True)
+    g = torch.Generator().manual_seed(cfg.seed)
+    heads = torch.nn.ModuleDict({"colour": torch.nn.Linear(vc.hidden_size, 1 + len(COLOURS)),
+                                 "shape": torch.nn.Linear(vc.hidden_size, 1 + len(SHAPES))})
+    params = list(tower.parameters()) + list(heads.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.vision_lr, weight_decay=0.01)
+    warm = max(1, cfg.vision_steps // 20)  # 5% warm-up, then cosine to 0
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, 0.5 * (
+        1 + math.cos(math.pi * min(1.0, (s - warm) / max(1, cfg.vision_steps - warm))))))
+    # background is ~87% of the patches: down-weight it so the objects drive the loss
+    w_col = torch.ones(1 + len(COLOURS)); w_col[0] = 0.2
+    w_shp = torch.ones(1 + len(SHAPES)); w_shp[0] = 0.2
+    ckpt, start = out / "vision" / "checkpoint.pt", 0
+    if ckpt.is_file():
+        st = torch.load(ckpt, weights_only=False)
+        tower.load_state_dict(st["tower"]); heads.load_state_dict(st["heads"])
+        opt.load_state_dict(st["opt"]); sched.load_state_dict(st["sched"]); g.set_state(st["gen"])
+        start = st["step"]
+        info(f"vision: resumed at step {start}")
+
+    def evaluate() -> dict:
+        with torch.no_grad():
+            f = torch.cat([model.vision_features(X[i:min(i + 32, n_va)]) for i in range(0, n_va, 32)])
+            pc, ps = heads["colour"](f).argmax(-1), heads["shape"](f).argmax(-1)
+        obj = C[:n_va] > 0
+        return {"colour_acc": round((pc[obj] == C[:n_va][obj]).float().mean().item(), 4),
+                "shape_acc": round((ps[obj] == S[:n_va][obj]).float().mean().item(), 4),
+                "background_acc": round((pc[~obj] == 0).float().mean().item(), 4)}
+
+    t0, loss = time.time(), torch.tensor(float("nan"))
+    for step in range(start, cfg.vision_steps):
+        idx = n_va + torch.randint(len(X) - n_va, (cfg.vision_batch,), generator=g)
+        f = model.vision_features(X[idx])
+        loss = (F.cross_entropy(heads["colour"](f).flatten(0, 1), C[idx].flatten(), weight=w_col)
+                + F.cross_entropy(heads["shape"](f).flatten(0, 1), S[idx].flatten(), weight=w_shp))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
+        if (step + 1) % 100 == 0 or step + 1 == cfg.vision_steps:
+            info(f"vision step {step + 1}/{cfg.vision_steps} loss {loss.item():.3f} held-out {evaluate()} "
+                 f"{time.time() - t0:.0f}s")
+        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.vision_steps:
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"tower": tower.state_dict(), "heads": heads.state_dict(), "opt": opt.state_dict(),
+                        "sched": sched.state_dict(), "gen": g.get_state(), "step": step + 1}, ckpt)
+    metrics = {**evaluate(), "loss": round(loss.item(), 4), "steps": cfg.vision_steps}
+    tower.requires_grad_(False)
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# language: induction + multiple-choice binding
+
+
+def binding_example(rng: random.Random, record: dict, tokenizer) -> tuple[list[int], int]:
+    """A real question with its real options (shuffled), one option's text stated, then its letter.
+    Returns the ids and the index of the letter (the only target)."""
+    opts = list(record["options"])
+    rng.shuffle(opts)
+    k = rng.randrange(len(opts))
+    lines = "\n".join(f"{LETTERS[i]}. {t}" for i, t in enumerate(opts))
+    if rng.random() < 0.5:
+        text = f"Which option is {opts[k]}?\nOptions:\n{lines}\n{OPTION_SUFFIX}"
+    else:
+        text = f"{record['question']} Hint: {opts[k]}.\nOptions:\n{lines}\n{OPTION_SUFFIX}"
+    ids = tokenizer(text)["input_ids"]
+    return ids + tokenizer(LETTERS[k])["input_ids"], len(ids)
+
+
+def induction_example(rng: random.Random, vocab: int, low: int = 40) -> tuple[list[int], int]:
+    """Random prefix, then a random sequence of 6-30 tokens twice; targets: the second copy after
+    its first token (the first token of the repeat cannot be predicted)."""
+    prefix = [rng.randrange(low, vocab) for _ in range(rng.randint(0, 20))]
+    seq = [rng.randrange(low, vocab) for _ in range(rng.randint(6, 30))]
+    return prefix + seq + seq, len(prefix) + len(seq) + 1
+
+
+def train_language(model, processor, records, cfg: FoundationConfig, out: Path) -> dict:
+    lm = model.language_model.train()
+    lm.requires_grad_(True)
+    tok = processor.tokenizer
+    vocab = len(tok)
+    rng = random.Random(cfg.seed)
+    opt = torch.optim.AdamW(lm.parameters(), lr=cfg.language_lr, weight_decay=0.0, betas=(0.9, 0.98))
+    warm, decay_from = 50, int(cfg.language_steps * 0.8)
+
+    def lr_factor(s: int) -> float:  # constant through the plateau, then cosine down to 10%
+        if s < warm:
+            return (s + 1) / warm
+        if s < decay_from:
+            return 1.0
+        p = (s - decay_from) / max(1, cfg.language_steps - decay_from)
+        return 0.1 + 0.45 * (1 + math.cos(math.pi * p))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    ckpt, start = out / "language" / "checkpoint.pt", 0
+    if ckpt.is_file():
+        st = torch.load(ckpt, weights_only=False)
+        lm.load_state_dict(st["lm"]); opt.load_state_dict(st["opt"]); sched.load_state_dict(st["sched"])
+        rng.setstate(st["rng"]); start = st["step"]
+        info(f"language: resumed at step {start}")
+    hist: dict[str, list[float]] = {"induction": [], "binding": []}
+    t0 = time.time()
+    for step in range(start, cfg.language_steps):
+        batch = []
+        for _ in range(cfg.language_batch):
+            if rng.random() < cfg.induction_fraction:
+                ids, a = induction_example(rng, vocab)
+                batch.append((ids, a, "induction"))
+            else:
+                ids, a = binding_example(rng, rng.choice(records), tok)
+                batch.append((ids, a, "binding"))
+        L = max(len(b[0]) for b in batch)
+        B = len(batch)
+        ids = torch.zeros(B, L, dtype=torch.long)
+        att = torch.zeros(B, L, dtype=torch.long)
+        lab = torch.full((B, L), -100, dtype=torch.long)
+        for i, (s, a, _) in enumerate(batch):
+            ids[i, :len(s)] = torch.tensor(s); att[i, :len(s)] = 1; lab[i, a:len(s)] = ids[i, a:len(s)]
+        o = lm(input_ids=ids, attention_mask=att, labels=lab)
+        o.loss.backward()
+        torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
+        opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            pred = o.logits[:, :-1].argmax(-1)
+            for i, (s, a, kind) in enumerate(batch):
+                hist[kind].append((pred[i, a - 1:len(s) - 1] == ids[i, a:len(s)]).float().mean().item())
+        if (step + 1) % 250 == 0 or step + 1 == cfg.language_steps:
+            acc = {k: round(float(np.mean(v[-1600:])), 3) if v else None for k, v in hist.items()}
+            info(f"language step {step + 1}/{cfg.language_steps} loss {o.loss.item():.3f} "
+                 f"lr {sched.get_last_lr()[0]:.2e} accuracy (last ~50 steps) {acc} {time.time() - t0:.0f}s")
+        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.language_steps:
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"lm": lm.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                        "rng": rng.getstate(), "step": step + 1}, ckpt)
+    lm.requires_grad_(False)
+    return {f"{k}_acc": round(float(np.mean(v[-1600:])), 4) if v else None for k, v in hist.items()} | {
+        "steps": cfg.language_steps}
+
+
+# ---------------------------------------------------------------------------------------------
+# the recipe
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def build_foundation(out: str | Path, cfg: FoundationConfig | None = None, part: str = "all") -> Path:
+    """Run `part` of the foundation recipe under `out` (see the module docstring)."""
+    from safetensors.torch import load_file, save_file
+
+    from tinyvr.recipes.common import init_model_folder, load_model, save_model
+    from tinyvr.utils.seed import seed_everything
+
+    cfg = cfg or FoundationConfig()
+    cfg.check()
+    if part not in PARTS:
+        raise ConfigError(f"foundation --part must be one of {list(PARTS)}, got {part!r}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+
+    init = out / "init"
+    items = None
+    if not (init / "config.json").is_file():
+        banner("foundation 1/4: items, tokenizer, fresh tiny model")
+        items = foundation_items(cfg.seed, cfg.items)
+        # written aside, then renamed: two parts started side by side cannot see half a folder
+        tmp = out / f"init.tmp{os.getpid()}"
+        init_model_folder("tiny", tmp, seed=cfg.seed, corpus=corpus_of([r for r, _ in items]))
+        try:
+            tmp.rename(init)
+        except OSError:  # the other part was first; its folder is the same (same seed)
+            shutil.rmtree(tmp)
+    metrics_path = out / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+
+    tower_file, lm_file = out / "vision" / "tower.safetensors", out / "language" / "lm.safetensors"
+    if part in ("all", "vision") and not tower_file.is_file():
+        banner("foundation 2/4: vision tower, dense per-patch colour and shape")
+        items = items or foundation_items(cfg.seed, cfg.items)
+        model, processor = load_model(init)
+        metrics["vision"] = train_vision(model, processor, items, cfg, out)
+        tower_file.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in model.vision_tower.state_dict().items()}, tower_file)
+        _merge_metrics(metrics_path, "vision", metrics["vision"])
+    if part in ("all", "language") and not lm_file.is_file():
+        banner("foundation 3/4: language model, induction + multiple-choice binding")
+        items = items or foundation_items(cfg.seed, cfg.items)
+        model, processor = load_model(init)
+        metrics["language"] = train_language(model, processor, [r for r, _ in items], cfg, out)
+        lm_file.parent.mkdir(parents=True, exist_ok=True)
+        sd = model.language_model.state_dict()
+        sd.pop("lm_head.weight", None)  # tied to the embeddings
+        save_file({k: v.contiguous() for k, v in sd.items()}, lm_file)
+        _merge_metrics(metrics_path, "language", metrics["language"])
+    if part in ("all", "merge"):
+        missing = [str(p) for p in (tower_file, lm_file) if not p.is_file()]
+        if missing:
+            raise ConfigError(f"foundation merge: run the vision and language parts first; missing {missing}")
+        banner("foundation 4/4: merge")
+        model, processor = load_model(init)
+        model.vision_tower.load_state_dict(load_file(tower_file))
+        res = model.language_model.load_state_dict(load_file(lm_file), strict=False)
+        if [k for k in res.missing_keys if not k.endswith("lm_head.weight")] or res.unexpected_keys:
+            raise ConfigError(f"foundation merge: {lm_file} does not fit the model: {res}")
+        model.tie_weights()
+        final = save_model(model, processor, out / "model")
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else metrics
+        manifest = {"config": asdict(cfg), "metrics": metrics, "split": SPLIT,
+                    "weights_sha256": _sha256(final / "model.safetensors")}
+        (out / "foundation.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        info(f"foundation model: {final}")
+    return out
+
+
+def _merge_metrics(path: Path, key: str, value: dict) -> None:
+    """Read-modify-write, so the two parts running side by side keep each other's numbers."""
+    cur = json.loads(path.read_text()) if path.is_file() else {}
+    cur[key] = value
+    path.write_text(json.dumps(cur, indent=2) + "\n")

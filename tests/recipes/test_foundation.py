@@ -1,0 +1,158 @@
+"""`tinyvr foundation`: labels from the scene's ground truth, curriculum examples, a toy build that
+trains what it says and resumes exactly, and the demo starting from (and guarding) a foundation."""
+
+import json
+import random
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from tinyvr.recipes.foundation import (FoundationConfig, binding_example, build_foundation, foundation_items,
+                                       induction_example, patch_labels)
+
+TOY = dict(items=16, vision_steps=4, vision_batch=2, language_steps=4, language_batch=4, save_every=2, threads=1)
+
+
+def test_patch_labels_match_the_rendered_pixels():
+    """Every labelled patch is mostly the labelled colour on screen; every background patch is
+    mostly background. Checked on the rendered frames, so a wrong object index or patch order fails."""
+    from tinyvr.data.synthetic.render import BACKGROUND
+    from tinyvr.data.synthetic.scene import COLOURS, SHAPES, sample_indices
+    from tinyvr.data.synthetic.verify import nearest_colour
+
+    checked = 0
+    for _, cand in foundation_items(3, 12):
+        ids = sample_indices(cand.scene.num_frames, 4)
+        col, shp = patch_labels(cand, ids, 8)
+        g = cand.scene.frame_size // 8
+        assert col.shape == shp.shape == (4, g * g)
+        assert ((col == 0) == (shp == 0)).all()
+        for k, t in enumerate(ids):
+            frame = cand.view.frame(int(t)).astype(int)
+            for p in range(g * g):
+                r, c = divmod(p, g)
+                block = frame[r * 8:(r + 1) * 8, c * 8:(c + 1) * 8].reshape(-1, 3)
+                bg = (block == np.array(BACKGROUND)).all(1)
+                if col[k, p] == 0:
+                    assert bg.sum() >= 64 - 8  # below 1/8 object pixels
+                    continue
+                colours = [nearest_colour(px) for px in block[~bg]]
+                top = max(set(colours), key=colours.count)
+                assert top == COLOURS[col[k, p] - 1]
+                assert SHAPES[shp[k, p] - 1] in {o.shape for o in cand.scene.objects}
+                checked += 1
+    assert checked > 50
+
+
+def test_binding_example_targets_the_letter_of_the_stated_option():
+    from tinyvr.data.tokenizer import build_tiny_tokenizer
+
+    tok = build_tiny_tokenizer()
+    records = [r for r, _ in foundation_items(0, 8)]
+    rng = random.Random(0)
+    letters = set()
+    for i in range(40):
+        ids, a = binding_example(rng, records[i % 8], tok)
+        assert a == len(ids) - 1  # one target: the letter
+        prompt, letter = tok.decode(ids[:a]), tok.decode(ids[a:])
+        letters.add(letter)
+        stated = prompt.split("Which option is ")[-1].split("?\n")[0] if "Which option is" in prompt \
+            else prompt.split(" Hint: ")[1].split(".\nOptions:")[0]
+        line = [ln for ln in prompt.split("\n") if ln.startswith(f"{letter}. ")]
+        assert line and line[0][3:] == stated
+        assert sorted(ln[3:] for ln in prompt.split("\n") if ln[:3] in {f"{c}. " for c in "ABCDE"}) == \
+            sorted(records[i % 8]["options"])
+    assert letters == set("ABCDE")
+
+
+def test_induction_example_repeats_its_sequence():
+    rng = random.Random(1)
+    for _ in range(50):
+        ids, a = induction_example(rng, 500)
+        n = (len(ids) - (a - 1)) // 1
+        L = len(ids) - (a - 1)  # length of the repeat
+        assert ids[a - 1 - L:a - 1] == ids[a - 1:] and 6 <= L <= 30 and n == L
+        assert all(40 <= t < 500 for t in ids)
+
+
+@pytest.fixture(scope="module")
+def toy_foundation(tmp_path_factory):
+    out = tmp_path_factory.mktemp("foundation")
+    build_foundation(out, FoundationConfig(**TOY))
+    return out
+
+
+def test_foundation_trains_the_tower_and_the_llm_and_records_its_weights(toy_foundation):
+    from safetensors.torch import load_file
+
+    from tinyvr.recipes.foundation import _sha256
+
+    init = load_file(toy_foundation / "init" / "model.safetensors")
+    final = load_file(toy_foundation / "model" / "model.safetensors")
+    assert init.keys() == final.keys()
+    changed = {k for k in init if not torch.equal(init[k], final[k])}
+    assert any(k.startswith("vision_tower.") for k in changed)
+    assert any(k.startswith("language_model.") for k in changed)
+    assert not any(k.startswith("connector.") for k in changed)  # neither part touches it
+    m = json.loads((toy_foundation / "foundation.json").read_text())
+    assert m["weights_sha256"] == _sha256(toy_foundation / "model" / "model.safetensors")
+    assert m["metrics"]["vision"]["steps"] == 4 and m["metrics"]["language"]["steps"] == 4
+    assert 0.0 <= m["metrics"]["vision"]["colour_acc"] <= 1.0
+
+
+def test_foundation_parts_resume_from_their_checkpoints_exactly(toy_foundation, tmp_path):
+    """Both parts saved a checkpoint at step 2 of 4: dropping their results and running again
+    resumes there and ends with the same weights as the uninterrupted build."""
+    out = tmp_path / "f"
+    shutil.copytree(toy_foundation, out)
+    for f in ("vision/tower.safetensors", "language/lm.safetensors", "model", "foundation.json"):
+        p = out / f
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    assert (out / "vision" / "checkpoint.pt").is_file() and (out / "language" / "checkpoint.pt").is_file()
+    build_foundation(out, FoundationConfig(**TOY))
+    from safetensors.torch import load_file
+
+    a = load_file(toy_foundation / "model" / "model.safetensors")
+    b = load_file(out / "model" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_foundation_rejects_bad_settings(tmp_path):
+    from tinyvr.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="induction_fraction"):
+        build_foundation(tmp_path, FoundationConfig(induction_fraction=1.5))
+    with pytest.raises(ConfigError, match="--part"):
+        build_foundation(tmp_path, FoundationConfig(**TOY), part="everything")
+    with pytest.raises(ConfigError, match="run the vision and language parts first"):
+        build_foundation(tmp_path / "m", FoundationConfig(**TOY), part="merge")
+
+
+def test_demo_checks_the_foundation_and_will_not_mix_starts(toy_foundation, tmp_path):
+    from tinyvr.errors import ConfigError
+    from tinyvr.recipes.demo import _check_reused_init, _init_origin, foundation_model_dir
+
+    assert foundation_model_dir(toy_foundation) == toy_foundation / "model"
+    broken = tmp_path / "broken"
+    shutil.copytree(toy_foundation, broken)
+    with open(broken / "model" / "model.safetensors", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ConfigError, match="changed after it was built"):
+        foundation_model_dir(broken)
+    with pytest.raises(ConfigError, match="no foundation.json"):
+        foundation_model_dir(tmp_path)
+
+    # an init folder made fresh is not reused for a foundation run, nor the reverse
+    init = tmp_path / "demo" / "init"
+    init.mkdir(parents=True)
+    (init / "config.json").write_text("{}")
+    (init / "origin.json").write_text(json.dumps(_init_origin("")))
+    _check_reused_init(init, _init_origin(""))
+    with pytest.raises(ConfigError, match="started from a fresh tiny model.*--fresh"):
+        _check_reused_init(init, _init_origin(str(toy_foundation)))
+    (init / "origin.json").write_text(json.dumps(_init_origin(str(toy_foundation))))
+    _check_reused_init(init, _init_origin(str(toy_foundation)))
+    with pytest.raises(ConfigError, match="asks for a fresh tiny model"):
+        _check_reused_init(init, _init_origin(""))
