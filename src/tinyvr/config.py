@@ -126,7 +126,14 @@ class DistConfig:
     # ddp: every rank holds the full model, gradients are all-reduced after backward.
     # fsdp: FSDP2 full shard (ZeRO-3 equivalent): weights, gradients and optimizer states of the
     # policy are split over the ranks (tinyvr.utils.distributed.shard_model).
-    strategy: Literal["ddp", "fsdp"] = "ddp"
+    # deepspeed: DeepSpeed ZeRO stage 3 over the policy (tinyvr.utils.distributed.init_deepspeed;
+    # needs `pip install -e .[deepspeed]`). Tested with 2 CPU processes (gloo) only; GPU / NCCL /
+    # bf16 under DeepSpeed has not been run here.
+    strategy: Literal["ddp", "fsdp", "deepspeed"] = "ddp"
+    # deepspeed only: a DeepSpeed json whose ZeRO (and bf16/fp16) settings are used; empty = the file
+    # `accelerate launch` names in ACCELERATE_DEEPSPEED_CONFIG_FILE, else ZeRO-3 defaults. Batch
+    # sizes and gradient clipping always come from optim.* (README, Multi-GPU).
+    deepspeed_config: str = ""
 
 
 @dataclass

@@ -41,7 +41,7 @@ class RunContext:
 
 
 def setup_run(cfg: TrainConfig) -> RunContext:
-    dist = init_distributed(cfg.dist.strategy)
+    dist = init_distributed(cfg.dist.strategy, cfg.dist.deepspeed_config)
     device = pick_device(cfg.run.device)
     if dist.world_size > 1 and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)

@@ -36,8 +36,8 @@ from tinyvr.rl.loss import mask_truncated, policy_loss
 from tinyvr.rl.policy import completion_logprobs
 from tinyvr.rl.rewards import get_reward_fn, tinyllava_r1_reward_breakdown
 from tinyvr.rl.rollout import RolloutEngine, SamplingParams
-from tinyvr.utils.distributed import (all_ranks, average_gradients, gathered,
-                                      reduce_metrics, shard_model)
+from tinyvr.utils.distributed import (all_ranks, backward, clip_and_step, gathered, init_deepspeed,
+                                      reduce_metrics, shard_model, zero_grad)
 from tinyvr.utils.logging import JsonlWriter, banner, info
 
 
@@ -114,20 +114,15 @@ def grpo_update(model, ref_model, batch, adv, mask, cfg: TrainConfig, optimizer,
             metrics["entropy"] = float(entropy)
             if not all_ranks(bool(torch.isfinite(loss)), ctx.dist):  # skip together or not at all
                 metrics["skipped_updates"] = 1
-                optimizer.zero_grad(set_to_none=True)
+                zero_grad(model, optimizer)
                 scheduler.step()
                 continue
-            loss.backward()
-            average_gradients(model, ctx.dist)  # ddp; under fsdp the backward's reduce-scatter did it
-            params = [p for p in model.parameters() if p.requires_grad]
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                params, cfg.optim.max_grad_norm if cfg.optim.max_grad_norm > 0 else math.inf)
-            metrics["grad_norm"] = float(grad_norm)
-            if torch.isfinite(grad_norm):
-                optimizer.step()
-            else:
+            backward(loss, model, ctx.dist)  # deepspeed: the engine's backward
+            # ddp: all-reduce first; every strategy: clip by the global norm, step unless it is
+            # not finite, zero the gradients (deepspeed: engine.step())
+            metrics["grad_norm"] = clip_and_step(model, optimizer, cfg.optim.max_grad_norm, ctx.dist)
+            if not math.isfinite(metrics["grad_norm"]):
                 metrics["skipped_updates"] = 1
-            optimizer.zero_grad(set_to_none=True)
             scheduler.step()
     return metrics
 
@@ -144,7 +139,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         # states to split, and its pass needs no all-gathers); only the policy is sharded
         ref_model = copy.deepcopy(model).eval()
         ref_model.requires_grad_(False)
-    model = shard_model(model, ctx.dist)  # dist.strategy=fsdp: FSDP2 full shard; ddp: unchanged
+    model = shard_model(model, ctx.dist)  # dist.strategy=fsdp: FSDP2 full shard; ddp, deepspeed: unchanged
     rows, bad_rows = load_grpo_jsonl(cfg.data.train_file, cfg.data.video_root,
                                      allow_outside_root=cfg.data.allow_outside_root)
     for err in bad_rows:
@@ -162,6 +157,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                               top_p=cfg.rollout.top_p, token_budget=cfg.rollout.token_budget)
     steps = total_steps(cfg, len(rows), ctx.dist.world_size)
     optimizer = build_optimizer(model, cfg)
+    # dist.strategy=deepspeed: the policy and this optimizer under a ZeRO-3 engine; otherwise nothing
+    init_deepspeed(model, optimizer, ctx.dist, micro_batch=cfg.optim.batch_size, max_grad_norm=cfg.optim.max_grad_norm)
     scheduler = build_scheduler(optimizer, cfg, steps * cfg.rl.num_iterations)
     order = DataOrder(len(rows), cfg.run.seed, ctx.dist.rank, ctx.dist.world_size)
     start = 0
@@ -185,7 +182,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         prompt_ids = [processor.encode_prompt(GRPO_QUESTION_TEMPLATE.format(Question=r.problem)) for r in rows_b]
         # 3. rollout: one prefill per prompt, KV cache expanded xG, batched decode
         model.eval()
-        with timer("rollout"), torch.no_grad(), gathered(model):  # fsdp: full weights while decoding
+        with timer("rollout"), torch.no_grad(), gathered(model):  # fsdp, deepspeed: full weights while decoding
             roll = engine.generate(prompt_ids, model.connector(feats), sampling, ctx.generator)
         model.train()
         # 4-5. rewards and group advantages (+ noise so equal-reward groups still give a signal)

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from tinyvr.errors import CheckpointError
 from tinyvr.utils.checkpoint import CheckpointManager
 from tinyvr.utils.distributed import (barrier, full_optimizer_state_dict, full_state_dict, gather_to_main,
-                                      is_sharded, load_full_state_dict, load_optimizer_state_dict)
+                                      is_deepspeed, is_sharded, load_full_state_dict, load_optimizer_state_dict)
 from tinyvr.utils.logging import info
 from tinyvr.utils.seed import rng_state, seed_everything, set_rng_state
 
@@ -40,10 +40,11 @@ def training_state(step, optimizer, scheduler, order, tracker, ctx, optimizer_st
 
 
 def save_checkpoint(ctx, step, model, processor, optimizer, scheduler, order, tracker, **extra) -> None:
-    """Checkpoint `step` (rank 0 writes). Every rank calls this: under FSDP the full weights and
-    optimizer state are gathered first, so the files are those of an unsharded run. Every rank's
-    own state (`rank_state`) is gathered to rank 0 too, which writes it as `rng_rank{r}.pt` inside
-    the same atomic checkpoint folder (no rank writes into a folder that is not complete yet)."""
+    """Checkpoint `step` (rank 0 writes). Every rank calls this: under FSDP or DeepSpeed the full
+    weights and optimizer state are gathered first, so the files are those of an unsharded run.
+    Every rank's own state (`rank_state`) is gathered to rank 0 too, which writes it as
+    `rng_rank{r}.pt` inside the same atomic checkpoint folder (no rank writes into a folder that
+    is not complete yet)."""
     from tinyvr.recipes.common import save_model
 
     weights = full_state_dict(model)  # None for a whole model
@@ -65,7 +66,8 @@ def load_model_weights(model: torch.nn.Module, folder: str | Path) -> None:
     state = {}
     for f in files:
         state.update(load_file(str(f)))
-    if is_sharded(model):  # every rank read the full file; each keeps its shard
+    partitioned = is_sharded(model) or is_deepspeed(model)
+    if partitioned:  # every rank read the full file; each keeps its shard
         missing, unexpected = load_full_state_dict(model, state)
     else:
         missing, unexpected = model.load_state_dict(state, strict=False)
@@ -74,7 +76,7 @@ def load_model_weights(model: torch.nn.Module, folder: str | Path) -> None:
         raise CheckpointError(
             f"{folder}: weights do not match the model (missing {sorted(set(missing) - tied)[:5]}, "
             f"unexpected {sorted(unexpected)[:5]})")
-    if tied and hasattr(model, "tie_weights") and not is_sharded(model):  # FSDP shares the tied tensor
+    if tied and hasattr(model, "tie_weights") and not partitioned:  # FSDP / ZeRO-3 share the tied tensor
         model.tie_weights()
 
 

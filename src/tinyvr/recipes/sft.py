@@ -24,8 +24,8 @@ from tinyvr.recipes.common import (DataOrder, build_optimizer, build_scheduler, 
                                    setup_run, total_steps)
 from tinyvr.recipes.validate import preflight
 from tinyvr.recipes.resume import load_model_weights, restore_training, save_checkpoint
-from tinyvr.utils.distributed import (all_ranks, average_gradients, reduce_metrics,
-                                      shard_model)
+from tinyvr.utils.distributed import (all_ranks, backward, clip_and_step, init_deepspeed, reduce_metrics,
+                                      shard_model, zero_grad)
 from tinyvr.utils.logging import banner, info
 
 
@@ -55,7 +55,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     banner(f"{cfg.stage}: {cfg.run.name}")
     model, processor = load_or_create(cfg, ctx)
     set_trainable(model, cfg.model.trainable)
-    model = shard_model(model, ctx.dist)  # dist.strategy=fsdp: FSDP2 full shard; ddp: unchanged
+    model = shard_model(model, ctx.dist)  # dist.strategy=fsdp: FSDP2 full shard; ddp, deepspeed: unchanged
     rows, bad_rows = load_conversation_json(cfg.data.train_file, cfg.data.video_root,
                                             allow_outside_root=cfg.data.allow_outside_root)
     for err in bad_rows:
@@ -68,6 +68,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     videos = VideoInputs(model, processor, cache=cfg.data.cache_features)
     steps = total_steps(cfg, len(rows), ctx.dist.world_size)
     optimizer = build_optimizer(model, cfg)
+    # dist.strategy=deepspeed: the policy and this optimizer under a ZeRO-3 engine; otherwise nothing
+    init_deepspeed(model, optimizer, ctx.dist, micro_batch=cfg.optim.batch_size, max_grad_norm=cfg.optim.max_grad_norm)
     scheduler = build_scheduler(optimizer, cfg, steps)
     order = DataOrder(len(rows), cfg.run.seed, ctx.dist.rank, ctx.dist.world_size)
     start, counters = 0, {"skipped_updates": 0}
@@ -90,21 +92,18 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                 finite = False
                 loss_sum = float("nan")
                 break
-            loss.backward()
+            backward(loss, model, ctx.dist)  # deepspeed: the engine's backward (accumulates too)
             loss_sum += loss.item()
             tokens += int((batch["labels"] != -100).sum())
         grad_norm = float("nan")
         if finite:
-            average_gradients(model, ctx.dist)  # ddp; under fsdp the backward's reduce-scatter did it
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                [p for p in model.parameters() if p.requires_grad],
-                cfg.optim.max_grad_norm if cfg.optim.max_grad_norm > 0 else math.inf).item()
-            if math.isfinite(grad_norm):
-                optimizer.step()
-            else:
-                finite = False
+            # ddp: all-reduce first; every strategy: clip by the global norm, step unless it is not
+            # finite, zero the gradients (deepspeed: engine.step())
+            grad_norm = clip_and_step(model, optimizer, cfg.optim.max_grad_norm, ctx.dist)
+            finite = math.isfinite(grad_norm)
+        else:
+            zero_grad(model, optimizer)
         counters["skipped_updates"] += int(not finite)
-        optimizer.zero_grad(set_to_none=True)
         scheduler.step()
         metrics = reduce_metrics({"loss": loss_sum, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0],
                                   "target_tokens": tokens, "bad_samples": tracker.num_bad,
