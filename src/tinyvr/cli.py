@@ -80,7 +80,7 @@ def _cmd_foundation(a):
     from tinyvr.recipes.foundation import FoundationConfig, build_foundation
 
     cfg = FoundationConfig(seed=a.seed, items=a.items, vision_steps=a.vision_steps,
-                           language_steps=a.language_steps, threads=a.threads)
+                           language_steps=a.language_steps, align_steps=a.align_steps, threads=a.threads)
     print(build_foundation(a.out, cfg, part=a.part))
 
 
@@ -124,11 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "in-context look-up); the demo can start from it")
     s.add_argument("--out", default="runs/foundation")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--part", default="all", choices=["all", "vision", "language", "merge"],
-                   help="vision and language can run as two processes side by side, then merge")
+    s.add_argument("--part", default="all", choices=["all", "vision", "language", "align"],
+                   help="vision and language can run as two processes side by side, then align")
     s.add_argument("--items", type=int, default=2000)
     s.add_argument("--vision-steps", type=int, default=1200)
     s.add_argument("--language-steps", type=int, default=6000)
+    s.add_argument("--align-steps", type=int, default=600)
     s.add_argument("--threads", type=int, default=0, help="torch threads; 0 = all cores")
     s.set_defaults(func=_cmd_foundation)
 

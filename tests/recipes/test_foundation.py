@@ -12,7 +12,8 @@ import torch
 from tinyvr.recipes.foundation import (FoundationConfig, binding_example, build_foundation, foundation_items,
                                        induction_example, patch_labels)
 
-TOY = dict(items=16, vision_steps=4, vision_batch=2, language_steps=4, language_batch=4, save_every=2, threads=1)
+TOY = dict(items=16, vision_steps=4, vision_batch=2, language_steps=4, language_batch=4, align_steps=4, align_batch=2,
+           save_every=2, threads=1)
 
 
 def test_patch_labels_match_the_rendered_pixels():
@@ -95,22 +96,23 @@ def test_foundation_trains_the_tower_and_the_llm_and_records_its_weights(toy_fou
     changed = {k for k in init if not torch.equal(init[k], final[k])}
     assert any(k.startswith("vision_tower.") for k in changed)
     assert any(k.startswith("language_model.") for k in changed)
-    assert not any(k.startswith("connector.") for k in changed)  # neither part touches it
+    assert any(k.startswith("connector.") for k in changed)  # the align part
     m = json.loads((toy_foundation / "foundation.json").read_text())
     assert m["weights_sha256"] == _sha256(toy_foundation / "model" / "model.safetensors")
-    assert m["metrics"]["vision"]["steps"] == 4 and m["metrics"]["language"]["steps"] == 4
+    assert m["metrics"]["vision"]["steps"] == m["metrics"]["language"]["steps"] == m["metrics"]["align"]["steps"] == 4
+    assert m["metrics"]["align"]["first_sentence_loss_matched"] > 0
     assert 0.0 <= m["metrics"]["vision"]["colour_acc"] <= 1.0
 
 
 def test_foundation_parts_resume_from_their_checkpoints_exactly(toy_foundation, tmp_path):
-    """Both parts saved a checkpoint at step 2 of 4: dropping their results and running again
+    """Every part saved a checkpoint at step 2 of 4: dropping their results and running again
     resumes there and ends with the same weights as the uninterrupted build."""
     out = tmp_path / "f"
     shutil.copytree(toy_foundation, out)
     for f in ("vision/tower.safetensors", "language/lm.safetensors", "model", "foundation.json"):
         p = out / f
         shutil.rmtree(p) if p.is_dir() else p.unlink()
-    assert (out / "vision" / "checkpoint.pt").is_file() and (out / "language" / "checkpoint.pt").is_file()
+    assert all((out / p / "checkpoint.pt").is_file() for p in ("vision", "language", "align"))
     build_foundation(out, FoundationConfig(**TOY))
     from safetensors.torch import load_file
 
@@ -127,7 +129,7 @@ def test_foundation_rejects_bad_settings(tmp_path):
     with pytest.raises(ConfigError, match="--part"):
         build_foundation(tmp_path, FoundationConfig(**TOY), part="everything")
     with pytest.raises(ConfigError, match="run the vision and language parts first"):
-        build_foundation(tmp_path / "m", FoundationConfig(**TOY), part="merge")
+        build_foundation(tmp_path / "m", FoundationConfig(**TOY), part="align")
 
 
 def test_demo_checks_the_foundation_and_will_not_mix_starts(toy_foundation, tmp_path):

@@ -1,6 +1,6 @@
 """The tiny foundation: the two skills the real recipe gets from SigLIP and Qwen2.5, built once.
 
-    tinyvr foundation --out runs/foundation [--seed 0] [--part all|vision|language|merge]
+    tinyvr foundation --out runs/foundation [--seed 0] [--part all|vision|language|align]
 
 The 3.6B recipe starts from a pretrained tower and LLM. A tiny model trained from scratch by the
 demo's own stages learns the answer format but neither looks at the frames nor finds the option
@@ -16,12 +16,17 @@ splits is used):
    sequence twice: the in-context copy circuit that small transformers form after a plateau) and
    half multiple-choice binding in the dataset's prompt format, the right option's text stated once
    ("Which option is X?" or a hint line), then its letter;
-4. **merge**: `<out>/model`, an HF-style model folder the demo's stages start from, and
+4. **align**: the connector and the LLM (tower frozen) on the items' captions with their own
+   clips, each caption cut after a random number of sentences so that short, fully visual targets
+   (which objects, which colours) are frequent, mixed half and half with the language part's
+   examples so the look-up skill survives. Long captions alone teach the text prior first: after
+   the demo's 63 caption steps the loss with the right clip and with another clip is the same.
+   Writes `<out>/model`, an HF-style model folder the demo's stages start from, and
    `<out>/foundation.json` (settings, final metrics, sha256 of the weights).
 
 The vision and language parts touch disjoint weights, so they can run as two processes side by
-side (`--part vision` and `--part language`, then `--part merge`). Both write a checkpoint every
-`save_every` steps and resume from it when re-run.
+side (`--part vision` and `--part language`), then `--part align`. Every part writes a checkpoint
+every `save_every` steps and resumes from it when re-run.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from tinyvr.utils.logging import banner, info
 
 SPLIT = "foundation"  # the generator's rng stream for foundation items (disjoint from the demo's)
 LETTERS = "ABCDE"
-PARTS = ("all", "vision", "language", "merge")
+PARTS = ("all", "vision", "language", "align")
 
 
 @dataclass
@@ -60,11 +65,15 @@ class FoundationConfig:
     language_lr: float = 1e-3
     language_batch: int = 32
     induction_fraction: float = 0.5
+    align_steps: int = 600
+    align_lr: float = 1e-3
+    align_batch: int = 16  # captions per step, plus as many language examples
     save_every: int = 500
     threads: int = 0  # torch threads; 0 = all cores
 
     def check(self) -> None:
-        for name in ("items", "vision_steps", "vision_batch", "language_steps", "language_batch", "save_every"):
+        for name in ("items", "vision_steps", "vision_batch", "language_steps", "language_batch", "align_steps",
+                     "align_batch", "save_every"):
             if getattr(self, name) < 0 or (name.endswith("batch") and getattr(self, name) == 0):
                 raise ConfigError(f"foundation.{name} must be positive, got {getattr(self, name)}")
         if not 0.0 <= self.induction_fraction <= 1.0:
@@ -159,7 +168,7 @@ def train_vision(model, processor, items, cfg: FoundationConfig, out: Path) -> d
     w_shp = torch.ones(1 + len(SHAPES)); w_shp[0] = 0.2
     ckpt, start = out / "vision" / "checkpoint.pt", 0
     if ckpt.is_file():
-        st = torch.load(ckpt, weights_only=False)
+        st = torch.load(ckpt, weights_only=True)
         tower.load_state_dict(st["tower"]); heads.load_state_dict(st["heads"])
         opt.load_state_dict(st["opt"]); sched.load_state_dict(st["sched"]); g.set_state(st["gen"])
         start = st["step"]
@@ -222,11 +231,38 @@ def induction_example(rng: random.Random, vocab: int, low: int = 40) -> tuple[li
     return prefix + seq + seq, len(prefix) + len(seq) + 1
 
 
+def language_batch(rng: random.Random, records, tokenizer, size: int, induction_fraction: float) -> dict:
+    """Right-padded batch of induction and binding examples; labels only on their targets."""
+    examples = []
+    for _ in range(size):
+        if rng.random() < induction_fraction:
+            examples.append((*induction_example(rng, len(tokenizer)), "induction"))
+        else:
+            examples.append((*binding_example(rng, rng.choice(records), tokenizer), "binding"))
+    B, L = len(examples), max(len(e[0]) for e in examples)
+    ids = torch.zeros(B, L, dtype=torch.long)
+    att = torch.zeros(B, L, dtype=torch.long)
+    lab = torch.full((B, L), -100, dtype=torch.long)
+    for i, (s, a, _) in enumerate(examples):
+        ids[i, :len(s)] = torch.tensor(s)
+        att[i, :len(s)] = 1
+        lab[i, a:len(s)] = ids[i, a:len(s)]
+    return {"input_ids": ids, "attention_mask": att, "labels": lab,
+            "kinds": [e[2] for e in examples], "spans": [(e[1], len(e[0])) for e in examples]}
+
+
+def _record_accuracy(hist: dict, logits: torch.Tensor, batch: dict) -> None:
+    """Share of each example's targets predicted exactly (greedy), appended per kind."""
+    with torch.no_grad():
+        pred = logits[:, :-1].argmax(-1)
+        for i, (kind, (a, end)) in enumerate(zip(batch["kinds"], batch["spans"])):
+            hist[kind].append((pred[i, a - 1:end - 1] == batch["input_ids"][i, a:end]).float().mean().item())
+
+
 def train_language(model, processor, records, cfg: FoundationConfig, out: Path) -> dict:
     lm = model.language_model.train()
     lm.requires_grad_(True)
     tok = processor.tokenizer
-    vocab = len(tok)
     rng = random.Random(cfg.seed)
     opt = torch.optim.AdamW(lm.parameters(), lr=cfg.language_lr, weight_decay=0.0, betas=(0.9, 0.98))
     warm, decay_from = 50, int(cfg.language_steps * 0.8)
@@ -242,36 +278,19 @@ def train_language(model, processor, records, cfg: FoundationConfig, out: Path) 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     ckpt, start = out / "language" / "checkpoint.pt", 0
     if ckpt.is_file():
-        st = torch.load(ckpt, weights_only=False)
+        st = torch.load(ckpt, weights_only=True)
         lm.load_state_dict(st["lm"]); opt.load_state_dict(st["opt"]); sched.load_state_dict(st["sched"])
         rng.setstate(st["rng"]); start = st["step"]
         info(f"language: resumed at step {start}")
     hist: dict[str, list[float]] = {"induction": [], "binding": []}
     t0 = time.time()
     for step in range(start, cfg.language_steps):
-        batch = []
-        for _ in range(cfg.language_batch):
-            if rng.random() < cfg.induction_fraction:
-                ids, a = induction_example(rng, vocab)
-                batch.append((ids, a, "induction"))
-            else:
-                ids, a = binding_example(rng, rng.choice(records), tok)
-                batch.append((ids, a, "binding"))
-        L = max(len(b[0]) for b in batch)
-        B = len(batch)
-        ids = torch.zeros(B, L, dtype=torch.long)
-        att = torch.zeros(B, L, dtype=torch.long)
-        lab = torch.full((B, L), -100, dtype=torch.long)
-        for i, (s, a, _) in enumerate(batch):
-            ids[i, :len(s)] = torch.tensor(s); att[i, :len(s)] = 1; lab[i, a:len(s)] = ids[i, a:len(s)]
-        o = lm(input_ids=ids, attention_mask=att, labels=lab)
+        batch = language_batch(rng, records, tok, cfg.language_batch, cfg.induction_fraction)
+        o = lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
         o.loss.backward()
         torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
         opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            pred = o.logits[:, :-1].argmax(-1)
-            for i, (s, a, kind) in enumerate(batch):
-                hist[kind].append((pred[i, a - 1:len(s) - 1] == ids[i, a:len(s)]).float().mean().item())
+        _record_accuracy(hist, o.logits, batch)
         if (step + 1) % 250 == 0 or step + 1 == cfg.language_steps:
             acc = {k: round(float(np.mean(v[-1600:])), 3) if v else None for k, v in hist.items()}
             info(f"language step {step + 1}/{cfg.language_steps} loss {o.loss.item():.3f} "
@@ -283,6 +302,97 @@ def train_language(model, processor, records, cfg: FoundationConfig, out: Path) 
     lm.requires_grad_(False)
     return {f"{k}_acc": round(float(np.mean(v[-1600:])), 4) if v else None for k, v in hist.items()} | {
         "steps": cfg.language_steps}
+
+
+# ---------------------------------------------------------------------------------------------
+# align: connector + LLM read the video
+
+
+def caption_cut(rng: random.Random, caption: str) -> str:
+    """The caption up to a random sentence (the first one, which names every object, is kept)."""
+    sentences = [x for x in caption.split(". ") if x]
+    k = rng.randint(1, len(sentences))
+    text = ". ".join(sentences[:k])
+    return text if text.endswith(".") else text + "."
+
+
+def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -> dict:
+    from tinyvr.data.synthetic.scene import sample_indices
+
+    records = [r for r, _ in items]
+    model.vision_tower.requires_grad_(False)
+    model.connector.requires_grad_(True)
+    model.language_model.requires_grad_(True)
+    model.train()
+    with torch.no_grad():  # the frozen tower's features, once per clip
+        feats = []
+        for _, cand in items:
+            ids = sample_indices(cand.scene.num_frames, processor.num_frames)
+            px = processor.frames_to_pixel_values(np.stack([cand.view.frame(int(t)) for t in ids]))
+            feats.append(model.vision_features(px[None])[0])
+        feats = torch.stack(feats)
+    n_va = max(1, len(items) // 10)  # held-out clips: caption loss with the right and another clip
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.align_lr, weight_decay=0.0, betas=(0.9, 0.98))
+    warm = max(1, cfg.align_steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, 0.1 + 0.45 * (
+        1 + math.cos(math.pi * min(1.0, (s - warm) / max(1, cfg.align_steps - warm))))))
+    rng = random.Random(cfg.seed + 1)
+    ckpt, start = out / "align" / "checkpoint.pt", 0
+    if ckpt.is_file():
+        st = torch.load(ckpt, weights_only=True)
+        model.load_state_dict(st["model"]); opt.load_state_dict(st["opt"]); sched.load_state_dict(st["sched"])
+        rng.setstate(st["rng"]); start = st["step"]
+        info(f"align: resumed at step {start}")
+
+    def captions(idx, cut: bool, shift: int = 0) -> dict:
+        convs = [[{"from": "human", "value": "<image>\n" + records[i]["prompt"]},
+                  {"from": "gpt", "value": caption_cut(rng, records[i]["caption"]) if cut
+                   else records[i]["caption"].split(". ")[0].rstrip(".") + "."}] for i in idx]
+        enc = [dict(zip(("input_ids", "labels"), processor.encode_conversation(c))) for c in convs]
+        b = processor.collate(enc, padding_side="right")
+        b["video_features"] = feats[[idx[(j + shift) % len(idx)] for j in range(len(idx))]]
+        return b
+
+    def evaluate() -> dict:
+        """First-sentence loss on held-out clips, with each clip and with another clip."""
+        model.eval()
+        res = {}
+        with torch.no_grad():
+            for name, shift in (("matched", 0), ("mismatched", 1)):
+                tot = cnt = 0
+                for i in range(0, n_va, 32):
+                    b = captions(list(range(i, min(i + 32, n_va))), cut=False, shift=shift)
+                    t = int((b["labels"] != -100).sum())
+                    tot += model(**b).loss.item() * t
+                    cnt += t
+                res[f"first_sentence_loss_{name}"] = round(tot / max(1, cnt), 4)
+        model.train()
+        return res
+
+    hist: dict[str, list[float]] = {"induction": [], "binding": []}
+    t0, loss = time.time(), torch.tensor(float("nan"))
+    for step in range(start, cfg.align_steps):
+        idx = [n_va + rng.randrange(len(items) - n_va) for _ in range(cfg.align_batch)] if len(items) > n_va else [0]
+        loss = model(**captions(idx, cut=True)).loss
+        text = language_batch(rng, records, processor.tokenizer, cfg.align_batch, cfg.induction_fraction)
+        o = model.language_model(input_ids=text["input_ids"], attention_mask=text["attention_mask"],
+                                 labels=text["labels"])
+        (loss + o.loss).backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
+        _record_accuracy(hist, o.logits, text)
+        if (step + 1) % 100 == 0 or step + 1 == cfg.align_steps:
+            acc = {k: round(float(np.mean(v[-800:])), 3) if v else None for k, v in hist.items()}
+            info(f"align step {step + 1}/{cfg.align_steps} caption loss {loss.item():.3f} held-out {evaluate()} "
+                 f"language accuracy {acc} {time.time() - t0:.0f}s")
+        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.align_steps:
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                        "rng": rng.getstate(), "step": step + 1}, ckpt)
+    model.requires_grad_(False)
+    return {**evaluate(), "caption_loss": round(loss.item(), 4), "steps": cfg.align_steps,
+            **{f"{k}_acc": round(float(np.mean(v[-800:])), 4) if v else None for k, v in hist.items()}}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,19 +458,22 @@ def build_foundation(out: str | Path, cfg: FoundationConfig | None = None, part:
         sd.pop("lm_head.weight", None)  # tied to the embeddings
         save_file({k: v.contiguous() for k, v in sd.items()}, lm_file)
         _merge_metrics(metrics_path, "language", metrics["language"])
-    if part in ("all", "merge"):
+    if part in ("all", "align"):
         missing = [str(p) for p in (tower_file, lm_file) if not p.is_file()]
         if missing:
-            raise ConfigError(f"foundation merge: run the vision and language parts first; missing {missing}")
-        banner("foundation 4/4: merge")
+            raise ConfigError(f"foundation align: run the vision and language parts first; missing {missing}")
+        banner("foundation 4/4: align the connector and the LLM to the video")
+        items = items or foundation_items(cfg.seed, cfg.items)
         model, processor = load_model(init)
         model.vision_tower.load_state_dict(load_file(tower_file))
         res = model.language_model.load_state_dict(load_file(lm_file), strict=False)
         if [k for k in res.missing_keys if not k.endswith("lm_head.weight")] or res.unexpected_keys:
-            raise ConfigError(f"foundation merge: {lm_file} does not fit the model: {res}")
+            raise ConfigError(f"foundation align: {lm_file} does not fit the model: {res}")
         model.tie_weights()
+        metrics["align"] = train_alignment(model, processor, items, cfg, out)
+        _merge_metrics(metrics_path, "align", metrics["align"])
         final = save_model(model, processor, out / "model")
-        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else metrics
+        metrics = json.loads(metrics_path.read_text())
         manifest = {"config": asdict(cfg), "metrics": metrics, "split": SPLIT,
                     "weights_sha256": _sha256(final / "model.safetensors")}
         (out / "foundation.json").write_text(json.dumps(manifest, indent=2) + "\n")
