@@ -80,7 +80,9 @@ def _cmd_foundation(a):
     from tinyvr.recipes.foundation import FoundationConfig, build_foundation
 
     cfg = FoundationConfig(seed=a.seed, items=a.items, vision_steps=a.vision_steps,
-                           language_steps=a.language_steps, align_steps=a.align_steps, threads=a.threads)
+                           language_steps=a.language_steps, align_steps=a.align_steps, threads=a.threads,
+                           binding_formats=tuple(a.binding_formats.split(",")),
+                           induction_fraction=a.induction_fraction)
     print(build_foundation(a.out, cfg, part=a.part))
 
 
@@ -130,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--vision-steps", type=int, default=1200)
     s.add_argument("--language-steps", type=int, default=6000)
     s.add_argument("--align-steps", type=int, default=600)
+    s.add_argument("--binding-formats", default="which,hint", help="comma list of which, hint, tail")
+    s.add_argument("--induction-fraction", type=float, default=0.5)
     s.add_argument("--threads", type=int, default=0, help="torch threads; 0 = all cores")
     s.set_defaults(func=_cmd_foundation)
 

@@ -54,18 +54,27 @@ def test_binding_example_targets_the_letter_of_the_stated_option():
     records = [r for r, _ in foundation_items(0, 8)]
     rng = random.Random(0)
     letters = set()
-    for i in range(40):
-        ids, a = binding_example(rng, records[i % 8], tok)
+    seen = set()
+    for i in range(60):
+        ids, a = binding_example(rng, records[i % 8], tok, ("which", "hint", "tail"))
         assert a == len(ids) - 1  # one target: the letter
         prompt, letter = tok.decode(ids[:a]), tok.decode(ids[a:])
         letters.add(letter)
-        stated = prompt.split("Which option is ")[-1].split("?\n")[0] if "Which option is" in prompt \
-            else prompt.split(" Hint: ")[1].split(".\nOptions:")[0]
+        if "Which option is" in prompt:
+            stated = prompt.split("Which option is ")[-1].split("?\n")[0]
+            seen.add("which")
+        elif " Hint: " in prompt:
+            stated = prompt.split(" Hint: ")[1].split(".\nOptions:")[0]
+            seen.add("hint")
+        else:
+            assert prompt.endswith(", option")
+            stated = prompt.split("The answer is ")[-1][: -len(", option")]
+            seen.add("tail")
         line = [ln for ln in prompt.split("\n") if ln.startswith(f"{letter}. ")]
         assert line and line[0][3:] == stated
         assert sorted(ln[3:] for ln in prompt.split("\n") if ln[:3] in {f"{c}. " for c in "ABCDE"}) == \
             sorted(records[i % 8]["options"])
-    assert letters == set("ABCDE")
+    assert letters == set("ABCDE") and seen == {"which", "hint", "tail"}
 
 
 def test_induction_example_repeats_its_sequence():
@@ -124,6 +133,8 @@ def test_foundation_parts_resume_from_their_checkpoints_exactly(toy_foundation, 
 def test_foundation_rejects_bad_settings(tmp_path):
     from tinyvr.errors import ConfigError
 
+    with pytest.raises(ConfigError, match="binding_formats"):
+        build_foundation(tmp_path, FoundationConfig(binding_formats=("which", "riddle")))
     with pytest.raises(ConfigError, match="induction_fraction"):
         build_foundation(tmp_path, FoundationConfig(induction_fraction=1.5))
     with pytest.raises(ConfigError, match="--part"):

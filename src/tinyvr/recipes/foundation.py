@@ -65,6 +65,7 @@ class FoundationConfig:
     language_lr: float = 1e-3
     language_batch: int = 32
     induction_fraction: float = 0.5
+    binding_formats: tuple[str, ...] = ("which", "hint")  # see binding_example
     align_steps: int = 600
     align_lr: float = 1e-3
     align_batch: int = 16  # captions per step, plus as many language examples
@@ -76,6 +77,10 @@ class FoundationConfig:
                      "align_batch", "save_every"):
             if getattr(self, name) < 0 or (name.endswith("batch") and getattr(self, name) == 0):
                 raise ConfigError(f"foundation.{name} must be positive, got {getattr(self, name)}")
+        bad = [f for f in self.binding_formats if f not in BINDING_FORMATS]
+        if bad or not self.binding_formats:
+            raise ConfigError(f"foundation.binding_formats must be a non-empty subset of {list(BINDING_FORMATS)}, "
+                              f"got {list(self.binding_formats)}")
         if not 0.0 <= self.induction_fraction <= 1.0:
             raise ConfigError(f"foundation.induction_fraction must be in [0, 1], got {self.induction_fraction}")
         if self.items < 16:
@@ -208,17 +213,27 @@ def train_vision(model, processor, items, cfg: FoundationConfig, out: Path) -> d
 # language: induction + multiple-choice binding
 
 
-def binding_example(rng: random.Random, record: dict, tokenizer) -> tuple[list[int], int]:
+BINDING_FORMATS = ("which", "hint", "tail")
+
+
+def binding_example(rng: random.Random, record: dict, tokenizer,
+                    formats: tuple[str, ...] = ("which", "hint")) -> tuple[list[int], int]:
     """A real question with its real options (shuffled), one option's text stated, then its letter.
-    Returns the ids and the index of the letter (the only target)."""
+    Returns the ids and the index of the letter (the only target). Where the option is stated:
+    "which": "Which option is X?" before the options; "hint": the question, then "Hint: X.";
+    "tail": the question and options, then "The answer is X, option" right before the letter, as
+    the answer's content sits at the answer position when it comes from the video."""
     opts = list(record["options"])
     rng.shuffle(opts)
     k = rng.randrange(len(opts))
     lines = "\n".join(f"{LETTERS[i]}. {t}" for i, t in enumerate(opts))
-    if rng.random() < 0.5:
+    fmt = formats[int(rng.random() * len(formats))]
+    if fmt == "which":
         text = f"Which option is {opts[k]}?\nOptions:\n{lines}\n{OPTION_SUFFIX}"
-    else:
+    elif fmt == "hint":
         text = f"{record['question']} Hint: {opts[k]}.\nOptions:\n{lines}\n{OPTION_SUFFIX}"
+    else:
+        text = f"{record['question']}\nOptions:\n{lines}\n{OPTION_SUFFIX} The answer is {opts[k]}, option"
     ids = tokenizer(text)["input_ids"]
     return ids + tokenizer(LETTERS[k])["input_ids"], len(ids)
 
@@ -231,14 +246,15 @@ def induction_example(rng: random.Random, vocab: int, low: int = 40) -> tuple[li
     return prefix + seq + seq, len(prefix) + len(seq) + 1
 
 
-def language_batch(rng: random.Random, records, tokenizer, size: int, induction_fraction: float) -> dict:
+def language_batch(rng: random.Random, records, tokenizer, size: int, induction_fraction: float,
+                   formats: tuple[str, ...] = ("which", "hint")) -> dict:
     """Right-padded batch of induction and binding examples; labels only on their targets."""
     examples = []
     for _ in range(size):
         if rng.random() < induction_fraction:
             examples.append((*induction_example(rng, len(tokenizer)), "induction"))
         else:
-            examples.append((*binding_example(rng, rng.choice(records), tokenizer), "binding"))
+            examples.append((*binding_example(rng, rng.choice(records), tokenizer, formats), "binding"))
     B, L = len(examples), max(len(e[0]) for e in examples)
     ids = torch.zeros(B, L, dtype=torch.long)
     att = torch.zeros(B, L, dtype=torch.long)
@@ -285,7 +301,8 @@ def train_language(model, processor, records, cfg: FoundationConfig, out: Path) 
     hist: dict[str, list[float]] = {"induction": [], "binding": []}
     t0 = time.time()
     for step in range(start, cfg.language_steps):
-        batch = language_batch(rng, records, tok, cfg.language_batch, cfg.induction_fraction)
+        batch = language_batch(rng, records, tok, cfg.language_batch, cfg.induction_fraction,
+                               tuple(cfg.binding_formats))
         o = lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
         o.loss.backward()
         torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
@@ -375,7 +392,8 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
     for step in range(start, cfg.align_steps):
         idx = [n_va + rng.randrange(len(items) - n_va) for _ in range(cfg.align_batch)] if len(items) > n_va else [0]
         loss = model(**captions(idx, cut=True)).loss
-        text = language_batch(rng, records, processor.tokenizer, cfg.align_batch, cfg.induction_fraction)
+        text = language_batch(rng, records, processor.tokenizer, cfg.align_batch, cfg.induction_fraction,
+                              tuple(cfg.binding_formats))
         o = model.language_model(input_ids=text["input_ids"], attention_mask=text["attention_mask"],
                                  labels=text["labels"])
         (loss + o.loss).backward()
