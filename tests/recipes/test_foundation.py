@@ -169,3 +169,24 @@ def test_demo_checks_the_foundation_and_will_not_mix_starts(toy_foundation, tmp_
     _check_reused_init(init, _init_origin(str(toy_foundation)))
     with pytest.raises(ConfigError, match="asks for a fresh tiny model"):
         _check_reused_init(init, _init_origin(""))
+
+
+def test_demo_starts_from_a_foundation(toy_foundation, tmp_path):
+    """The demo's init/ is the foundation's model (same weights, same tokenizer), recorded in
+    origin.json; the caption stage then keeps the pretrained tower frozen."""
+    from safetensors.torch import load_file
+
+    from tests.recipes.conftest import SIZES
+    from tests.recipes.test_demo import TOY
+    from tinyvr.recipes.demo import run_demo
+
+    out = tmp_path / "demo"
+    run_demo(out=str(out), overrides=TOY, eval_limit=2, sizes=dict(SIZES), foundation=str(toy_foundation))
+    assert (out / "init" / "model.safetensors").read_bytes() == (toy_foundation / "model" / "model.safetensors").read_bytes()
+    assert (out / "init" / "tokenizer.json").read_text() == (toy_foundation / "model" / "tokenizer.json").read_text()
+    assert json.loads((out / "init" / "origin.json").read_text())["foundation"] == str(toy_foundation)
+    before, after = load_file(out / "init" / "model.safetensors"), load_file(out / "pretrain" / "model" / "model.safetensors")
+    tower = [k for k in before if k.startswith("vision_tower.")]
+    assert tower and all(torch.equal(before[k], after[k]) for k in tower)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("connector."))
+    assert set(json.loads((out / "results.json").read_text())) == {"sft", "coldstart", "r1"}

@@ -326,9 +326,12 @@ def train_language(model, processor, records, cfg: FoundationConfig, out: Path) 
 
 
 def caption_cut(rng: random.Random, caption: str) -> str:
-    """The caption up to a random sentence (the first one, which names every object, is kept)."""
+    """The caption's first sentence (it names every object and colour) half of the time, else the
+    caption up to a random sentence. Whole captions alone dilute the visual targets: a probe with
+    first sentences opened the gap between the right and another clip within ~150 steps, random
+    cuts with the same budget did not."""
     sentences = [x for x in caption.split(". ") if x]
-    k = rng.randint(1, len(sentences))
+    k = 1 if rng.random() < 0.5 else rng.randint(1, len(sentences))
     text = ". ".join(sentences[:k])
     return text if text.endswith(".") else text + "."
 
@@ -351,9 +354,15 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
     n_va = max(1, len(items) // 10)  # held-out clips: caption loss with the right and another clip
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.align_lr, weight_decay=0.0, betas=(0.9, 0.98))
-    warm = max(1, cfg.align_steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, 0.1 + 0.45 * (
-        1 + math.cos(math.pi * min(1.0, (s - warm) / max(1, cfg.align_steps - warm))))))
+    warm, decay_from = max(1, cfg.align_steps // 20), int(cfg.align_steps * 0.8)
+
+    def lr_factor(s: int) -> float:  # warm-up, constant, cosine to 10% over the last fifth
+        if s < warm:
+            return (s + 1) / warm
+        p = max(0.0, (s - decay_from) / max(1, cfg.align_steps - decay_from))
+        return 0.1 + 0.45 * (1 + math.cos(math.pi * p))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     rng = random.Random(cfg.seed + 1)
     ckpt, start = out / "align" / "checkpoint.pt", 0
     if ckpt.is_file():
