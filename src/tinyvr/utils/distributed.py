@@ -107,8 +107,8 @@ def resolve_strategy(configured: str = "ddp") -> str:
         return "fsdp"
     if _env_true("ACCELERATE_USE_DEEPSPEED"):
         info("ACCELERATE_USE_DEEPSPEED is set (accelerate launch with a DeepSpeed config): using "
-             "dist.strategy=deepspeed, ZeRO settings from ACCELERATE_DEEPSPEED_CONFIG_FILE "
-             f"({os.environ.get('ACCELERATE_DEEPSPEED_CONFIG_FILE') or 'not set: ZeRO-3 defaults'})")
+             "dist.strategy=deepspeed, ZeRO settings from dist.deepspeed_config if set, else from "
+             f"ACCELERATE_DEEPSPEED_CONFIG_FILE ({os.environ.get('ACCELERATE_DEEPSPEED_CONFIG_FILE') or 'not set: ZeRO-3 defaults'})")
         return "deepspeed"
     return configured
 
