@@ -111,6 +111,10 @@ def test_foundation_trains_the_tower_and_the_llm_and_records_its_weights(toy_fou
     assert m["metrics"]["vision"]["steps"] == m["metrics"]["language"]["steps"] == m["metrics"]["align"]["steps"] == 4
     assert m["metrics"]["align"]["first_sentence_loss_matched"] > 0
     assert 0.0 <= m["metrics"]["vision"]["colour_acc"] <= 1.0
+    # a finished build is not redone
+    mtime = (toy_foundation / "model" / "model.safetensors").stat().st_mtime_ns
+    build_foundation(toy_foundation, FoundationConfig(**TOY))
+    assert (toy_foundation / "model" / "model.safetensors").stat().st_mtime_ns == mtime
 
 
 def test_foundation_parts_resume_from_their_checkpoints_exactly(toy_foundation, tmp_path):

@@ -485,7 +485,9 @@ def build_foundation(out: str | Path, cfg: FoundationConfig | None = None, part:
         sd.pop("lm_head.weight", None)  # tied to the embeddings
         save_file({k: v.contiguous() for k, v in sd.items()}, lm_file)
         _merge_metrics(metrics_path, "language", metrics["language"])
-    if part in ("all", "align"):
+    if part in ("all", "align") and (out / "foundation.json").is_file():
+        info(f"foundation: done already ({out / 'model'})")
+    elif part in ("all", "align"):
         missing = [str(p) for p in (tower_file, lm_file) if not p.is_file()]
         if missing:
             raise ConfigError(f"foundation align: run the vision and language parts first; missing {missing}")
