@@ -201,9 +201,8 @@ def train_vision(model, processor, items, cfg: FoundationConfig, out: Path) -> d
             info(f"vision step {step + 1}/{cfg.vision_steps} loss {loss.item():.3f} held-out {evaluate()} "
                  f"{time.time() - t0:.0f}s")
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.vision_steps:
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"tower": tower.state_dict(), "heads": heads.state_dict(), "opt": opt.state_dict(),
-                        "sched": sched.state_dict(), "gen": g.get_state(), "step": step + 1}, ckpt)
+            _save_checkpoint(ckpt, {"tower": tower.state_dict(), "heads": heads.state_dict(), "opt": opt.state_dict(),
+                                    "sched": sched.state_dict(), "gen": g.get_state(), "step": step + 1})
     metrics = {**evaluate(), "loss": round(loss.item(), 4), "steps": cfg.vision_steps}
     tower.requires_grad_(False)
     return metrics
@@ -275,6 +274,16 @@ def _record_accuracy(hist: dict, logits: torch.Tensor, batch: dict) -> None:
             hist[kind].append((pred[i, a - 1:end - 1] == batch["input_ids"][i, a:end]).float().mean().item())
 
 
+def _recent_accuracy(hist: dict, n: int, digits: int = 3) -> dict:
+    """Mean of the last `n` per-example accuracies of each kind."""
+    return {k: round(float(np.mean(v[-n:])), digits) if v else None for k, v in hist.items()}
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+
+
 def train_language(model, processor, records, cfg: FoundationConfig, out: Path) -> dict:
     lm = model.language_model.train()
     lm.requires_grad_(True)
@@ -309,16 +318,14 @@ def train_language(model, processor, records, cfg: FoundationConfig, out: Path) 
         opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
         _record_accuracy(hist, o.logits, batch)
         if (step + 1) % 250 == 0 or step + 1 == cfg.language_steps:
-            acc = {k: round(float(np.mean(v[-1600:])), 3) if v else None for k, v in hist.items()}
+            acc = _recent_accuracy(hist, 1600)
             info(f"language step {step + 1}/{cfg.language_steps} loss {o.loss.item():.3f} "
                  f"lr {sched.get_last_lr()[0]:.2e} accuracy (last ~50 steps) {acc} {time.time() - t0:.0f}s")
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.language_steps:
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"lm": lm.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                        "rng": rng.getstate(), "step": step + 1}, ckpt)
+            _save_checkpoint(ckpt, {"lm": lm.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                                    "rng": rng.getstate(), "step": step + 1})
     lm.requires_grad_(False)
-    return {f"{k}_acc": round(float(np.mean(v[-1600:])), 4) if v else None for k, v in hist.items()} | {
-        "steps": cfg.language_steps}
+    return {f"{k}_acc": v for k, v in _recent_accuracy(hist, 1600, 4).items()} | {"steps": cfg.language_steps}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -410,16 +417,15 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
         opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
         _record_accuracy(hist, o.logits, text)
         if (step + 1) % 100 == 0 or step + 1 == cfg.align_steps:
-            acc = {k: round(float(np.mean(v[-800:])), 3) if v else None for k, v in hist.items()}
+            acc = _recent_accuracy(hist, 800)
             info(f"align step {step + 1}/{cfg.align_steps} caption loss {loss.item():.3f} held-out {evaluate()} "
                  f"language accuracy {acc} {time.time() - t0:.0f}s")
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.align_steps:
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                        "rng": rng.getstate(), "step": step + 1}, ckpt)
+            _save_checkpoint(ckpt, {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                                    "rng": rng.getstate(), "step": step + 1})
     model.requires_grad_(False)
     return {**evaluate(), "caption_loss": round(loss.item(), 4), "steps": cfg.align_steps,
-            **{f"{k}_acc": round(float(np.mean(v[-800:])), 4) if v else None for k, v in hist.items()}}
+            **{f"{k}_acc": v for k, v in _recent_accuracy(hist, 800, 4).items()}}
 
 
 # ---------------------------------------------------------------------------------------------
