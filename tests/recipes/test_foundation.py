@@ -160,6 +160,11 @@ def test_demo_checks_the_foundation_and_will_not_mix_starts(toy_foundation, tmp_
         foundation_model_dir(broken)
     with pytest.raises(ConfigError, match="no foundation.json"):
         foundation_model_dir(tmp_path)
+    from tinyvr.recipes.demo import run_demo
+
+    with pytest.raises(ConfigError, match="changed after it was built"):  # before any data is made
+        run_demo(out=str(tmp_path / "d"), foundation=str(broken))
+    assert not (tmp_path / "d" / "data").exists()
 
     # an init folder made fresh is not reused for a foundation run, nor the reverse
     init = tmp_path / "demo" / "init"

@@ -174,6 +174,7 @@ def run_demo(out: str = "runs/demo", *, ablations: bool = False, seeds: int = 1,
     out = Path(out)
     cfg_dir = _config_dir(config_dir)
     overrides = list(overrides or [])
+    origin = _init_origin(foundation)  # a bad --foundation fails before anything is built or removed
     if fresh and out.exists():
         import shutil
 
@@ -189,7 +190,6 @@ def run_demo(out: str = "runs/demo", *, ablations: bool = False, seeds: int = 1,
     info(f"data: {manifest.get('counts')}")
 
     banner("2/6 tiny model and tokenizer")
-    origin = _init_origin(foundation)
     _check_reused_init(out / "init", origin)
     if not (out / "init" / "config.json").is_file():
         if foundation:

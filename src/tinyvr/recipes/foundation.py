@@ -457,6 +457,10 @@ def build_foundation(out: str | Path, cfg: FoundationConfig | None = None, part:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
 
+    tower_file, lm_file = out / "vision" / "tower.safetensors", out / "language" / "lm.safetensors"
+    missing = [str(p) for p in (tower_file, lm_file) if not p.is_file()]
+    if part == "align" and missing:
+        raise ConfigError(f"foundation align: run the vision and language parts first; missing {missing}")
     init = out / "init"
     items = None
     if not (init / "config.json").is_file():
@@ -472,7 +476,6 @@ def build_foundation(out: str | Path, cfg: FoundationConfig | None = None, part:
     metrics_path = out / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
 
-    tower_file, lm_file = out / "vision" / "tower.safetensors", out / "language" / "lm.safetensors"
     if part in ("all", "vision") and not tower_file.is_file():
         banner("foundation 2/4: vision tower, dense per-patch colour and shape")
         items = items or foundation_items(cfg.seed, cfg.items)
