@@ -11,7 +11,6 @@ same steps (batches, optimizer and helpers of test_fsdp.py). Every weight is par
 elements whole, which is most of the tiny model.
 """
 
-import copy
 import json
 import math
 import os
@@ -28,7 +27,8 @@ pytest.importorskip("deepspeed", reason="dist.strategy=deepspeed needs the deeps
 
 from tests.recipes.test_distributed import _batch, _free_port, _setup  # noqa: E402
 from tests.recipes.test_fsdp import (RECIPE, _assert_same_update, _cfg, _ctx, _full, _greedy,  # noqa: E402
-                                     _local, _metrics, _restore, _save, _step, _trainer, _weights)
+                                     _local, _metrics, _restore, _save, _step, _trainer, _weights,
+                                     single_process_reference)
 
 WORLD = 2
 ZERO = {"zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0}}
@@ -124,23 +124,12 @@ def _worker(rank, world, port, out_dir, single_ckpt, init, data, ds_json):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_model, tiny_data):
     """The single-process reference steps, then the same steps by two DeepSpeed workers."""
-    from tinyvr.utils.distributed import DistEnv
-
     torch.set_num_threads(1)
     tmp = tmp_path_factory.mktemp("deepspeed")
     ds_json = tmp / "zero3.json"
     ds_json.write_text(json.dumps(ZERO))
     cfg = _cfg()
-    _, model, processor, ref = _setup()
-    initial = _full(model)
-    single = {"rollout": _greedy(model, processor)}
-    opt, sched = _trainer(model, cfg)
-    single["metrics1"] = _step(model, ref, _batch(model, processor, seed=0), cfg, DistEnv(), opt, sched)
-    single["params1"] = _full(model)
-    single["optim1"] = copy.deepcopy(opt.state_dict())  # step 2 updates the buffers in place
-    ckpt = _save(_ctx(DistEnv(), tmp / "single_run"), model, processor, opt, sched)
-    _step(model, ref, _batch(model, processor, seed=1), cfg, DistEnv(), opt, sched)
-    single["params2"] = _full(model)
+    initial, single, ckpt, processor, ref = single_process_reference(cfg, tmp)
     mp.start_processes(_worker, args=(WORLD, _free_port(), str(tmp), str(ckpt), str(tiny_model), str(tiny_data),
                                       str(ds_json)),
                        nprocs=WORLD, join=True, start_method="spawn")

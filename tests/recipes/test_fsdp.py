@@ -174,14 +174,11 @@ def _worker(rank, world, port, out_dir, single_ckpt, init, data):
     cleanup(env)
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory, tiny_model, tiny_data):
-    """The single-process reference steps, then the same steps by two FSDP workers."""
+def single_process_reference(cfg, tmp):
+    """Two steps in one process over the whole global batch: the weights before and after each,
+    the rollout, the metrics and optimizer state of step 1, and the checkpoint after step 1."""
     from tinyvr.utils.distributed import DistEnv
 
-    torch.set_num_threads(1)
-    tmp = tmp_path_factory.mktemp("fsdp")
-    cfg = _cfg()
     _, model, processor, ref = _setup()
     initial = _full(model)
     single = {"rollout": _greedy(model, processor)}
@@ -192,6 +189,16 @@ def runs(tmp_path_factory, tiny_model, tiny_data):
     ckpt = _save(_ctx(DistEnv(), tmp / "single_run"), model, processor, opt, sched)
     _step(model, ref, _batch(model, processor, seed=1), cfg, DistEnv(), opt, sched)
     single["params2"] = _full(model)
+    return initial, single, ckpt, processor, ref
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_model, tiny_data):
+    """The single-process reference steps, then the same steps by two FSDP workers."""
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("fsdp")
+    cfg = _cfg()
+    initial, single, ckpt, processor, ref = single_process_reference(cfg, tmp)
     mp.start_processes(_worker, args=(WORLD, _free_port(), str(tmp), str(ckpt), str(tiny_model), str(tiny_data)),
                        nprocs=WORLD, join=True, start_method="spawn")
     multi = torch.load(tmp / "rank0.pt", weights_only=False)

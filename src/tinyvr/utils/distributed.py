@@ -215,6 +215,14 @@ def is_sharded(model) -> bool:
     return isinstance(model, FSDPModule)
 
 
+def broadcast_from_rank0(model: torch.nn.Module) -> None:
+    """Rank 0's weights and buffers on every rank, whatever each rank's loader did (FSDP's
+    sync_module_states); before sharding or partitioning."""
+    with torch.no_grad():
+        for t in itertools.chain(model.parameters(), model.buffers()):
+            dist.broadcast(t.data, src=0)
+
+
 def shard_model(model: torch.nn.Module, env: DistEnv) -> torch.nn.Module:
     """FSDP2 full shard of the policy when `env.sharded`; the model unchanged otherwise.
 
@@ -230,9 +238,7 @@ def shard_model(model: torch.nn.Module, env: DistEnv) -> torch.nn.Module:
     device = next(model.parameters()).device
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    with torch.no_grad():
-        for t in itertools.chain(model.parameters(), model.buffers()):
-            dist.broadcast(t.data, src=0)
+    broadcast_from_rank0(model)
     mesh = init_device_mesh(device.type, (env.world_size,))
     mp = MixedPrecisionPolicy()
     if device.type == "cuda" and all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad):
@@ -540,9 +546,7 @@ def init_deepspeed(model: torch.nn.Module, optimizer: torch.optim.Optimizer, env
     if device.type == "cuda":
         torch.cuda.set_device(device)
     _init_deepspeed_comm(device)
-    with torch.no_grad():  # every rank starts from rank 0's weights, whatever its loader did
-        for t in itertools.chain(model.parameters(), model.buffers()):
-            dist.broadcast(t.data, src=0)
+    broadcast_from_rank0(model)
     tower_trains = any(p.requires_grad for p in model.vision_tower.parameters())
     policy = torch.nn.ModuleDict({name: part for name, part in model.named_children()
                                   if name != "vision_tower" or tower_trains})
