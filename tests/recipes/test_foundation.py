@@ -97,7 +97,7 @@ def toy_foundation(tmp_path_factory):
 def test_foundation_trains_the_tower_and_the_llm_and_records_its_weights(toy_foundation):
     from safetensors.torch import load_file
 
-    from tinyvr.recipes.foundation import _sha256
+    from tinyvr.eval.metrics import file_sha256
 
     init = load_file(toy_foundation / "init" / "model.safetensors")
     final = load_file(toy_foundation / "model" / "model.safetensors")
@@ -107,7 +107,7 @@ def test_foundation_trains_the_tower_and_the_llm_and_records_its_weights(toy_fou
     assert any(k.startswith("language_model.") for k in changed)
     assert any(k.startswith("connector.") for k in changed)  # the align part
     m = json.loads((toy_foundation / "foundation.json").read_text())
-    assert m["weights_sha256"] == _sha256(toy_foundation / "model" / "model.safetensors")
+    assert m["weights_sha256"] == file_sha256(toy_foundation / "model" / "model.safetensors")
     assert m["metrics"]["vision"]["steps"] == m["metrics"]["language"]["steps"] == m["metrics"]["align"]["steps"] == 4
     assert m["metrics"]["align"]["first_sentence_loss_matched"] > 0
     assert 0.0 <= m["metrics"]["vision"]["colour_acc"] <= 1.0

@@ -106,7 +106,7 @@ def foundation_model_dir(foundation: str | Path) -> Path:
     """The model folder of a foundation built by `tinyvr foundation` (its `model/`), checked
     against the sha256 its foundation.json records."""
     from tinyvr.errors import ConfigError
-    from tinyvr.recipes.foundation import _sha256
+    from tinyvr.eval.metrics import file_sha256
 
     root = Path(foundation)
     manifest = root / "foundation.json"
@@ -117,7 +117,7 @@ def foundation_model_dir(foundation: str | Path) -> Path:
     weights = root / "model" / "model.safetensors"
     if not weights.is_file():
         raise ConfigError(f"--foundation {root}: {weights} is missing")
-    got = _sha256(weights)
+    got = file_sha256(weights)
     if got != want:
         raise ConfigError(f"--foundation {root}: {weights} has sha256 {got[:12]}..., foundation.json "
                           f"records {str(want)[:12]}...; the file changed after it was built")

@@ -31,7 +31,6 @@ every `save_every` steps and resumes from it when re-run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -47,6 +46,7 @@ import torch.nn.functional as F
 
 from tinyvr.data.template import OPTION_SUFFIX
 from tinyvr.errors import ConfigError
+from tinyvr.eval.metrics import file_sha256
 from tinyvr.utils.logging import banner, info
 
 SPLIT = "foundation"  # the generator's rng stream for foundation items (disjoint from the demo's)
@@ -135,18 +135,24 @@ def patch_labels(cand, frame_ids, patch: int, *, min_share: float = 1 / 8) -> tu
     return col, shp
 
 
-def vision_data(items, processor, patch: int, drop_first: bool):
-    """Pixel values [N, T, 3, S, S] and per-kept-patch labels [N, T*P'] of the items' scenes."""
+def clip_pixels(cand, processor) -> tuple[torch.Tensor, np.ndarray]:
+    """The scene's frames as the model sees them (the reference's uniform sampling, rendered in
+    memory, no mp4): pixel values [T, 3, S, S] and the frame indices."""
     from tinyvr.data.synthetic.scene import sample_indices
 
+    ids = sample_indices(cand.scene.num_frames, processor.num_frames)
+    return processor.frames_to_pixel_values(np.stack([cand.view.frame(int(t)) for t in ids])), ids
+
+
+def vision_data(items, processor, patch: int, drop_first: bool):
+    """Pixel values [N, T, 3, S, S] and per-kept-patch labels [N, T*P'] of the items' scenes."""
     X, C, S = [], [], []
     for _, cand in items:
-        ids = sample_indices(cand.scene.num_frames, processor.num_frames)
-        frames = np.stack([cand.view.frame(int(t)) for t in ids])
+        px, ids = clip_pixels(cand, processor)
         col, shp = patch_labels(cand, ids, patch)
         if drop_first:  # the "patch" select strategy drops token 0 of every frame
             col, shp = col[:, 1:], shp[:, 1:]
-        X.append(processor.frames_to_pixel_values(frames))
+        X.append(px)
         C.append(torch.from_numpy(col.reshape(-1)))
         S.append(torch.from_numpy(shp.reshape(-1)))
     return torch.stack(X), torch.stack(C), torch.stack(S)
@@ -344,20 +350,15 @@ def caption_cut(rng: random.Random, caption: str) -> str:
 
 
 def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -> dict:
-    from tinyvr.data.synthetic.scene import sample_indices
-
     records = [r for r, _ in items]
     model.vision_tower.requires_grad_(False)
     model.connector.requires_grad_(True)
     model.language_model.requires_grad_(True)
     model.train()
-    with torch.no_grad():  # the frozen tower's features, once per clip
-        feats = []
-        for _, cand in items:
-            ids = sample_indices(cand.scene.num_frames, processor.num_frames)
-            px = processor.frames_to_pixel_values(np.stack([cand.view.frame(int(t)) for t in ids]))
-            feats.append(model.vision_features(px[None])[0])
-        feats = torch.stack(feats)
+    with torch.no_grad():  # the frozen tower's features, once per clip, 32 clips per forward
+        feats = torch.cat([
+            model.vision_features(torch.stack([clip_pixels(cand, processor)[0] for _, cand in items[i:i + 32]]))
+            for i in range(0, len(items), 32)])
     n_va = max(1, len(items) // 10)  # held-out clips: caption loss with the right and another clip
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.align_lr, weight_decay=0.0, betas=(0.9, 0.98))
@@ -430,14 +431,6 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
 
 # ---------------------------------------------------------------------------------------------
 # the recipe
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def build_foundation(out: str | Path, cfg: FoundationConfig | None = None, part: str = "all") -> Path:
@@ -513,7 +506,7 @@ def build_foundation(out: str | Path, cfg: FoundationConfig | None = None, part:
         final = save_model(model, processor, out / "model")
         metrics = json.loads(metrics_path.read_text())
         manifest = {"config": asdict(cfg), "metrics": metrics, "split": SPLIT,
-                    "weights_sha256": _sha256(final / "model.safetensors")}
+                    "weights_sha256": file_sha256(final / "model.safetensors")}
         (out / "foundation.json").write_text(json.dumps(manifest, indent=2) + "\n")
         info(f"foundation model: {final}")
     return out
