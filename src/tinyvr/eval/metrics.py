@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-import hashlib
 import json
 import platform
 import subprocess
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from tinyvr.utils.hashing import file_sha256
 
 
 def record_correct(record: Mapping) -> bool:
@@ -83,14 +83,6 @@ def macro_average(scores: Mapping[str, float]) -> float:
 
 
 # ---- settings card -------------------------------------------------------------------------------
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 @functools.lru_cache(maxsize=1)
 def code_version() -> dict[str, Any]:
     """tinyvr version plus the git commit of the source tree, when it is a git checkout."""

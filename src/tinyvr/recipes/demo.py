@@ -106,7 +106,7 @@ def foundation_model_dir(foundation: str | Path) -> Path:
     """The model folder of a foundation built by `tinyvr foundation` (its `model/`), checked
     against the sha256 its foundation.json records."""
     from tinyvr.errors import ConfigError
-    from tinyvr.eval.metrics import file_sha256
+    from tinyvr.utils.hashing import file_sha256
 
     root = Path(foundation)
     manifest = root / "foundation.json"

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 
 from tinyvr.data.template import OPTION_SUFFIX
 from tinyvr.errors import ConfigError
-from tinyvr.eval.metrics import file_sha256
+from tinyvr.utils.hashing import file_sha256
 from tinyvr.utils.logging import banner, info
 
 SPLIT = "foundation"  # the generator's rng stream for foundation items (disjoint from the demo's)

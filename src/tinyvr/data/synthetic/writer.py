@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import ConfigError
+from ...utils.hashing import file_sha256
 from .captions import PRETRAIN_PROMPTS, caption
 from .questions import FAMILIES, Candidate, Ctx, build_candidate
 from .render import X264_OPTIONS, encode_mp4
@@ -213,10 +214,6 @@ def check_frame_size(frame_size) -> int:
 # dataset
 
 
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _dump_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
 
@@ -365,7 +362,7 @@ def generate_dataset(
     for split in ("rl", "test", "test_heldout"):
         _dump_jsonl(out / f"{split}.jsonl", [_grpo(r) for r in by_split[split]])
     for fname in ("pretrain.json", "sft.json", cold_name, "rl.jsonl", "test.jsonl", "test_heldout.jsonl"):
-        files[fname] = _sha(out / fname)
+        files[fname] = file_sha256(out / fname)
 
     def tally(split: str, key: str) -> dict[str, int]:
         counts: dict[str, int] = {}
