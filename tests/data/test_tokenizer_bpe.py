@@ -104,6 +104,10 @@ def test_reasoning_tags_are_atomic_and_the_answer_letter_is_the_option_letter(ti
     option_letter = tok.encode("Options:\nC. red", add_special_tokens=False)[2]
     assert tok.decode([option_letter]) == "C"
     assert tok.encode("<answer>C</answer>", add_special_tokens=False)[1] == option_letter
+    # option mode: the answer after "ASSISTANT:" is " C"; the space is cut off the letter
+    option_answer = tok.encode(build_prompt("Q") + " C", add_special_tokens=False)[-2:]
+    assert [tok.decode([i]) for i in option_answer] == [" ", "C"] and option_answer[1] == option_letter
+    assert tok.tokenize(" Cat") == ["ĠCat"]  # only a lone letter: words keep their space
     tok.save_pretrained(tmp_path)
     assert load_tokenizer(tmp_path).encode("<think>x</think>", add_special_tokens=False) == \
         tok.encode("<think>x</think>", add_special_tokens=False)

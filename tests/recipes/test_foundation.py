@@ -97,7 +97,7 @@ def toy_foundation(tmp_path_factory):
 def test_foundation_trains_the_tower_and_the_llm_and_records_its_weights(toy_foundation):
     from safetensors.torch import load_file
 
-    from tinyvr.eval.metrics import file_sha256
+    from tinyvr.utils.hashing import file_sha256
 
     init = load_file(toy_foundation / "init" / "model.safetensors")
     final = load_file(toy_foundation / "model" / "model.safetensors")

@@ -3,6 +3,9 @@
 The tiny tokenizer behaves like Qwen2.5's where it matters to the pipeline: the same pre-tokenizer
 split pattern (digits one by one, a leading space glued to the next word), byte-level so every
 text round-trips, no BOS, and `<|endoftext|>` as its only special token, serving as EOS and PAD.
+Two departures help a model that starts from scratch read answer letters: the reasoning tags are
+atomic tokens, and a lone capital letter never carries the space before it (LONE_LETTER_SPACE), so
+every answer letter, in every mode, is the very token of its option line.
 """
 
 from __future__ import annotations
@@ -75,10 +78,18 @@ def default_corpus() -> list[str]:
     return texts
 
 
+# A space before a lone capital letter is cut off it, so " B" (the option-mode answer after
+# "ASSISTANT:", or "option B" in reasoning) is a space, then the same "B" token as the option line
+# "B. red". With Qwen2's pattern alone they are two unrelated ids, and a from-scratch model must learn
+# that mapping before it can copy a letter from the options (Qwen2.5 knows it from pretraining).
+LONE_LETTER_SPACE = r" (?=\p{Lu}(?![\p{L}\p{N}]))"
+
+
 def _pre_tokenizer():
     from tokenizers import Regex, pre_tokenizers
 
     return pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(LONE_LETTER_SPACE), behavior="isolated", invert=False),
         pre_tokenizers.Split(Regex(QWEN2_SPLIT_PATTERN), behavior="isolated", invert=False),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
