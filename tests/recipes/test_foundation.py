@@ -57,8 +57,10 @@ def test_binding_example_targets_the_letter_of_the_stated_option():
     seen = set()
     for i in range(60):
         ids, a = binding_example(rng, records[i % 8], tok, ("which", "hint", "tail"))
-        assert a == len(ids) - 1  # one target: the letter
+        assert a == len(ids) - 1  # one target: the letter, the same token as on its option line
         prompt, letter = tok.decode(ids[:a]), tok.decode(ids[a:])
+        assert prompt.startswith("USER: ") and " ASSISTANT: " in prompt  # the SFT turn's shape
+        assert ids[a] == tok(f"\n{letter}. x")["input_ids"][1]
         letters.add(letter)
         if "Which option is" in prompt:
             stated = prompt.split("Which option is ")[-1].split("?\n")[0]
@@ -67,8 +69,8 @@ def test_binding_example_targets_the_letter_of_the_stated_option():
             stated = prompt.split(" Hint: ")[1].split(".\nOptions:")[0]
             seen.add("hint")
         else:
-            assert prompt.endswith(", option")
-            stated = prompt.split("The answer is ")[-1][: -len(", option")]
+            assert prompt.endswith(", option ")
+            stated = prompt.split("The answer is ")[-1][: -len(", option ")]
             seen.add("tail")
         line = [ln for ln in prompt.split("\n") if ln.startswith(f"{letter}. ")]
         assert line and line[0][3:] == stated

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tinyvr.data.template import OPTION_SUFFIX
+from tinyvr.data.template import ANSWER_SEP, ASSISTANT, OPTION_SUFFIX, USER
 from tinyvr.errors import ConfigError
 from tinyvr.utils.hashing import file_sha256
 from tinyvr.utils.logging import banner, info
@@ -223,24 +223,26 @@ BINDING_FORMATS = ("which", "hint", "tail")
 
 def binding_example(rng: random.Random, record: dict, tokenizer,
                     formats: tuple[str, ...] = ("which", "hint")) -> tuple[list[int], int]:
-    """A real question with its real options (shuffled), one option's text stated, then its letter.
-    Returns the ids and the index of the letter (the only target). Where the option is stated:
-    "which": "Which option is X?" before the options; "hint": the question, then "Hint: X.";
-    "tail": the question and options, then "The answer is X, option" right before the letter, as
-    the answer's content sits at the answer position when it comes from the video."""
+    """A real question with its real options (shuffled), one option's text stated, then its letter,
+    in the SFT turn's shape ("USER: ... ASSISTANT: B", the system line left out to save compute) so
+    the skill lands on the very tokens SFT supervises. Returns the ids and the index of the letter
+    (the only target). Where the option is stated: "which": "Which option is X?" before the options;
+    "hint": the question, then "Hint: X."; "tail": the answer starts "The answer is X, option" right
+    before the letter, as the answer's content sits at the answer position when it comes from the
+    video."""
     opts = list(record["options"])
     rng.shuffle(opts)
     k = rng.randrange(len(opts))
     lines = "\n".join(f"{LETTERS[i]}. {t}" for i, t in enumerate(opts))
     fmt = formats[int(rng.random() * len(formats))]
     if fmt == "which":
-        text = f"Which option is {opts[k]}?\nOptions:\n{lines}\n{OPTION_SUFFIX}"
+        human, lead = f"Which option is {opts[k]}?\nOptions:\n{lines}\n{OPTION_SUFFIX}", ""
     elif fmt == "hint":
-        text = f"{record['question']} Hint: {opts[k]}.\nOptions:\n{lines}\n{OPTION_SUFFIX}"
+        human, lead = f"{record['question']} Hint: {opts[k]}.\nOptions:\n{lines}\n{OPTION_SUFFIX}", ""
     else:
-        text = f"{record['question']}\nOptions:\n{lines}\n{OPTION_SUFFIX} The answer is {opts[k]}, option"
-    ids = tokenizer(text)["input_ids"]
-    return ids + tokenizer(LETTERS[k])["input_ids"], len(ids)
+        human, lead = f"{record['question']}\nOptions:\n{lines}\n{OPTION_SUFFIX}", f"The answer is {opts[k]}, option "
+    ids = tokenizer(f"{USER}{human} {ASSISTANT}{ANSWER_SEP}{lead}{LETTERS[k]}")["input_ids"]
+    return ids, len(ids) - 1  # the letter is one token (the tiny tokenizer cuts the space off it)
 
 
 def induction_example(rng: random.Random, vocab: int, low: int = 40) -> tuple[list[int], int]:
