@@ -135,27 +135,34 @@ def patch_labels(cand, frame_ids, patch: int, *, min_share: float = 1 / 8) -> tu
     return col, shp
 
 
-def clip_pixels(cand, processor) -> tuple[torch.Tensor, np.ndarray]:
-    """The scene's frames as the model sees them (the reference's uniform sampling, rendered in
-    memory, no mp4): pixel values [T, 3, S, S] and the frame indices."""
+def clip_frames(cand, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """The scene's frames the model sees (the reference's uniform sampling, rendered in memory, no
+    mp4): uint8 [T, S, S, 3] and the frame indices."""
     from tinyvr.data.synthetic.scene import sample_indices
 
-    ids = sample_indices(cand.scene.num_frames, processor.num_frames)
-    return processor.frames_to_pixel_values(np.stack([cand.view.frame(int(t)) for t in ids])), ids
+    ids = sample_indices(cand.scene.num_frames, num_frames)
+    return np.stack([cand.view.frame(int(t)) for t in ids]), ids
+
+
+def clip_pixels(cand, processor) -> tuple[torch.Tensor, np.ndarray]:
+    """Pixel values [T, 3, S, S] of `clip_frames` and the frame indices."""
+    frames, ids = clip_frames(cand, processor.num_frames)
+    return processor.frames_to_pixel_values(frames), ids
 
 
 def vision_data(items, processor, patch: int, drop_first: bool):
-    """Pixel values [N, T, 3, S, S] and per-kept-patch labels [N, T*P'] of the items' scenes."""
+    """uint8 frames [N, T, S, S, 3] (a quarter of the pixel values' memory; converted per batch by
+    `processor.frames_to_pixel_values`) and per-kept-patch labels [N, T*P'] of the items' scenes."""
     X, C, S = [], [], []
     for _, cand in items:
-        px, ids = clip_pixels(cand, processor)
+        frames, ids = clip_frames(cand, processor.num_frames)
         col, shp = patch_labels(cand, ids, patch)
         if drop_first:  # the "patch" select strategy drops token 0 of every frame
             col, shp = col[:, 1:], shp[:, 1:]
-        X.append(px)
+        X.append(frames)
         C.append(torch.from_numpy(col.reshape(-1)))
         S.append(torch.from_numpy(shp.reshape(-1)))
-    return torch.stack(X), torch.stack(C), torch.stack(S)
+    return np.stack(X), torch.stack(C), torch.stack(S)
 
 
 def train_vision(model, processor, items, cfg: FoundationConfig, out: Path) -> dict:
@@ -163,6 +170,9 @@ def train_vision(model, processor, items, cfg: FoundationConfig, out: Path) -> d
 
     vc = model.config.vision_config
     X, C, S = vision_data(items, processor, vc.patch_size, model.config.vision_feature_select_strategy == "patch")
+
+    def pixels(idx) -> torch.Tensor:
+        return torch.stack([processor.frames_to_pixel_values(X[i]) for i in idx])
     n_va = max(1, len(X) // 10)  # held-out clips for the printed accuracy
     tower = model.vision_tower.train()
     tower.requires_grad_(True)
@@ -187,7 +197,7 @@ def train_vision(model, processor, items, cfg: FoundationConfig, out: Path) -> d
 
     def evaluate() -> dict:
         with torch.no_grad():
-            f = torch.cat([model.vision_features(X[i:min(i + 32, n_va)]) for i in range(0, n_va, 32)])
+            f = torch.cat([model.vision_features(pixels(range(i, min(i + 32, n_va)))) for i in range(0, n_va, 32)])
             pc, ps = heads["colour"](f).argmax(-1), heads["shape"](f).argmax(-1)
         obj = C[:n_va] > 0
         return {"colour_acc": round((pc[obj] == C[:n_va][obj]).float().mean().item(), 4),
@@ -197,7 +207,7 @@ def train_vision(model, processor, items, cfg: FoundationConfig, out: Path) -> d
     t0, loss = time.time(), torch.tensor(float("nan"))
     for step in range(start, cfg.vision_steps):
         idx = n_va + torch.randint(len(X) - n_va, (cfg.vision_batch,), generator=g)
-        f = model.vision_features(X[idx])
+        f = model.vision_features(pixels(idx.tolist()))
         loss = (F.cross_entropy(heads["colour"](f).flatten(0, 1), C[idx].flatten(), weight=w_col)
                 + F.cross_entropy(heads["shape"](f).flatten(0, 1), S[idx].flatten(), weight=w_shp))
         loss.backward()
