@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--vision-steps", type=int, default=1200)
     s.add_argument("--language-steps", type=int, default=6000)
     s.add_argument("--align-steps", type=int, default=600)
-    s.add_argument("--binding-formats", default="which,hint", help="comma list of which, hint, tail")
+    s.add_argument("--binding-formats", default="which,hint", help="comma list of which, hint, tail, pool (see binding_example)")
     s.add_argument("--induction-fraction", type=float, default=0.5)
     s.add_argument("--threads", type=int, default=0, help="torch threads; 0 = all cores")
     s.set_defaults(func=_cmd_foundation)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from tinyvr.errors import ConfigError
 from tinyvr.recipes.foundation import (FoundationConfig, binding_example, build_foundation, foundation_items,
                                        induction_example, patch_labels)
 
@@ -55,16 +56,20 @@ def test_binding_example_targets_the_letter_of_the_stated_option():
     rng = random.Random(0)
     letters = set()
     seen = set()
-    for i in range(60):
-        ids, a = binding_example(rng, records[i % 8], tok, ("which", "hint", "tail"))
+    pool = sorted({o for r in records for o in r["options"]})
+    for i in range(80):
+        ids, a = binding_example(rng, records[i % 8], tok, ("which", "hint", "tail", "pool"), pool)
         assert a == len(ids) - 1  # one target: the letter, the same token as on its option line
         prompt, letter = tok.decode(ids[:a]), tok.decode(ids[a:])
         assert prompt.startswith("USER: ") and " ASSISTANT: " in prompt  # the SFT turn's shape
         assert ids[a] == tok(f"\n{letter}. x")["input_ids"][1]
         letters.add(letter)
+        lines = [ln[3:] for ln in prompt.split("\n") if ln[:3] in {f"{c}. " for c in "ABCDE"}]
         if "Which option is" in prompt:
             stated = prompt.split("Which option is ")[-1].split("?\n")[0]
-            seen.add("which")
+            own = sorted(lines) == sorted(records[i % 8]["options"])
+            seen.add("which" if own else "pool")
+            assert own or (len(set(lines)) == 5 and set(lines) <= set(pool))
         elif " Hint: " in prompt:
             stated = prompt.split(" Hint: ")[1].split(".\nOptions:")[0]
             seen.add("hint")
@@ -74,9 +79,11 @@ def test_binding_example_targets_the_letter_of_the_stated_option():
             seen.add("tail")
         line = [ln for ln in prompt.split("\n") if ln.startswith(f"{letter}. ")]
         assert line and line[0][3:] == stated
-        assert sorted(ln[3:] for ln in prompt.split("\n") if ln[:3] in {f"{c}. " for c in "ABCDE"}) == \
-            sorted(records[i % 8]["options"])
-    assert letters == set("ABCDE") and seen == {"which", "hint", "tail"}
+        if "Which option is" not in prompt:
+            assert sorted(lines) == sorted(records[i % 8]["options"])
+    assert letters == set("ABCDE") and seen == {"which", "hint", "tail", "pool"}
+    with pytest.raises(ConfigError, match="pool"):
+        binding_example(rng, records[0], tok, ("pool",), pool=["a", "b"])
 
 
 def test_induction_example_repeats_its_sequence():
@@ -137,7 +144,6 @@ def test_foundation_parts_resume_from_their_checkpoints_exactly(toy_foundation, 
 
 
 def test_foundation_rejects_bad_settings(tmp_path):
-    from tinyvr.errors import ConfigError
 
     with pytest.raises(ConfigError, match="binding_formats"):
         build_foundation(tmp_path, FoundationConfig(binding_formats=("which", "riddle")))
@@ -150,7 +156,6 @@ def test_foundation_rejects_bad_settings(tmp_path):
 
 
 def test_demo_checks_the_foundation_and_will_not_mix_starts(toy_foundation, tmp_path):
-    from tinyvr.errors import ConfigError
     from tinyvr.recipes.demo import _check_reused_init, _init_origin, foundation_model_dir
 
     assert foundation_model_dir(toy_foundation) == toy_foundation / "model"

@@ -228,24 +228,31 @@ def train_vision(model, processor, items, cfg: FoundationConfig, out: Path) -> d
 # language: induction + multiple-choice binding
 
 
-BINDING_FORMATS = ("which", "hint", "tail")
+BINDING_FORMATS = ("which", "hint", "tail", "pool")
 
 
 def binding_example(rng: random.Random, record: dict, tokenizer,
-                    formats: tuple[str, ...] = ("which", "hint")) -> tuple[list[int], int]:
+                    formats: tuple[str, ...] = ("which", "hint"), pool: list[str] | None = None) -> tuple[list[int], int]:
     """A real question with its real options (shuffled), one option's text stated, then its letter,
     in the SFT turn's shape ("USER: ... ASSISTANT: B", the system line left out to save compute) so
     the skill lands on the very tokens SFT supervises. Returns the ids and the index of the letter
     (the only target). Where the option is stated: "which": "Which option is X?" before the options;
     "hint": the question, then "Hint: X."; "tail": the answer starts "The answer is X, option" right
     before the letter, as the answer's content sits at the answer position when it comes from the
-    video."""
-    opts = list(record["options"])
-    rng.shuffle(opts)
+    video. "pool": as "which", but five option texts drawn from `pool` (every option text of the
+    items), so they rarely share words: the easy end of a curriculum (real option sets such as five
+    directions differ in one word of three)."""
+    fmt = formats[int(rng.random() * len(formats))]
+    if fmt == "pool":
+        if not pool or len(pool) < len(LETTERS):
+            raise ConfigError(f"binding format 'pool' needs at least {len(LETTERS)} distinct option texts")
+        opts = rng.sample(pool, len(LETTERS))
+    else:
+        opts = list(record["options"])
+        rng.shuffle(opts)
     k = rng.randrange(len(opts))
     lines = "\n".join(f"{LETTERS[i]}. {t}" for i, t in enumerate(opts))
-    fmt = formats[int(rng.random() * len(formats))]
-    if fmt == "which":
+    if fmt in ("which", "pool"):
         human, lead = f"Which option is {opts[k]}?\nOptions:\n{lines}\n{OPTION_SUFFIX}", ""
     elif fmt == "hint":
         human, lead = f"{record['question']} Hint: {opts[k]}.\nOptions:\n{lines}\n{OPTION_SUFFIX}", ""
@@ -266,12 +273,13 @@ def induction_example(rng: random.Random, vocab: int, low: int = 40) -> tuple[li
 def language_batch(rng: random.Random, records, tokenizer, size: int, induction_fraction: float,
                    formats: tuple[str, ...] = ("which", "hint")) -> dict:
     """Right-padded batch of induction and binding examples; labels only on their targets."""
+    pool = sorted({o for r in records for o in r["options"]}) if "pool" in formats else None
     examples = []
     for _ in range(size):
         if rng.random() < induction_fraction:
             examples.append((*induction_example(rng, len(tokenizer)), "induction"))
         else:
-            examples.append((*binding_example(rng, rng.choice(records), tokenizer, formats), "binding"))
+            examples.append((*binding_example(rng, rng.choice(records), tokenizer, formats, pool), "binding"))
     B, L = len(examples), max(len(e[0]) for e in examples)
     ids = torch.zeros(B, L, dtype=torch.long)
     att = torch.zeros(B, L, dtype=torch.long)
