@@ -173,6 +173,7 @@ def train_vision(model, processor, items, cfg: FoundationConfig, out: Path) -> d
 
     def pixels(idx) -> torch.Tensor:
         return torch.stack([processor.frames_to_pixel_values(X[i]) for i in idx])
+
     n_va = max(1, len(X) // 10)  # held-out clips for the printed accuracy
     tower = model.vision_tower.train()
     tower.requires_grad_(True)
@@ -270,10 +271,17 @@ def induction_example(rng: random.Random, vocab: int, low: int = 40) -> tuple[li
     return prefix + seq + seq, len(prefix) + len(seq) + 1
 
 
+def option_pool(records) -> list[str]:
+    """Every distinct option text of the records (the `pool` binding format draws from it)."""
+    return sorted({o for r in records for o in r["options"]})
+
+
 def language_batch(rng: random.Random, records, tokenizer, size: int, induction_fraction: float,
-                   formats: tuple[str, ...] = ("which", "hint")) -> dict:
-    """Right-padded batch of induction and binding examples; labels only on their targets."""
-    pool = sorted({o for r in records for o in r["options"]}) if "pool" in formats else None
+                   formats: tuple[str, ...] = ("which", "hint"), pool: list[str] | None = None) -> dict:
+    """Right-padded batch of induction and binding examples; labels only on their targets. Training
+    loops pass `pool` (`option_pool(records)`) once instead of rebuilding it every batch."""
+    if pool is None and "pool" in formats:
+        pool = option_pool(records)
     examples = []
     for _ in range(size):
         if rng.random() < induction_fraction:
@@ -334,10 +342,10 @@ def train_language(model, processor, records, cfg: FoundationConfig, out: Path) 
         rng.setstate(st["rng"]); start = st["step"]
         info(f"language: resumed at step {start}")
     hist: dict[str, list[float]] = {"induction": [], "binding": []}
+    formats, pool = tuple(cfg.binding_formats), option_pool(records)
     t0 = time.time()
     for step in range(start, cfg.language_steps):
-        batch = language_batch(rng, records, tok, cfg.language_batch, cfg.induction_fraction,
-                               tuple(cfg.binding_formats))
+        batch = language_batch(rng, records, tok, cfg.language_batch, cfg.induction_fraction, formats, pool)
         o = lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
         o.loss.backward()
         torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
@@ -425,12 +433,13 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
         return res
 
     hist: dict[str, list[float]] = {"induction": [], "binding": []}
+    formats, pool = tuple(cfg.binding_formats), option_pool(records)
     t0, loss = time.time(), torch.tensor(float("nan"))
     for step in range(start, cfg.align_steps):
         idx = [n_va + rng.randrange(len(items) - n_va) for _ in range(cfg.align_batch)] if len(items) > n_va else [0]
         loss = model(**captions(idx, cut=True)).loss
         text = language_batch(rng, records, processor.tokenizer, cfg.align_batch, cfg.induction_fraction,
-                              tuple(cfg.binding_formats))
+                              formats, pool)
         o = model.language_model(input_ids=text["input_ids"], attention_mask=text["attention_mask"],
                                  labels=text["labels"])
         (loss + o.loss).backward()
@@ -510,9 +519,6 @@ def build_foundation(out: str | Path, cfg: FoundationConfig | None = None, part:
     if part in ("all", "align") and (out / "foundation.json").is_file():
         info(f"foundation: done already ({out / 'model'})")
     elif part in ("all", "align"):
-        missing = [str(p) for p in (tower_file, lm_file) if not p.is_file()]
-        if missing:
-            raise ConfigError(f"foundation align: run the vision and language parts first; missing {missing}")
         banner("foundation 4/4: align the connector and the LLM to the video")
         items = items or foundation_items(cfg.seed, cfg.items)
         model, processor = load_model(init)
