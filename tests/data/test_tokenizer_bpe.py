@@ -111,3 +111,16 @@ def test_reasoning_tags_are_atomic_and_the_answer_letter_is_the_option_letter(ti
     tok.save_pretrained(tmp_path)
     assert load_tokenizer(tmp_path).encode("<think>x</think>", add_special_tokens=False) == \
         tok.encode("<think>x</think>", add_special_tokens=False)
+
+
+def test_template_words_are_whole_tokens_even_when_the_corpus_lacks_them():
+    # A data corpus holds no "USER:"/"ASSISTANT:"; before the fix they were spelled letter by letter,
+    # so option letters A and E stood right before every answer.
+    tok = build_tiny_tokenizer(["Which option is red?\nOptions:\nA. red\nB. blue"] * 20)
+    prompt = tok.encode(build_prompt("Which option is red?\nOptions:\nA. red\nB. blue"), add_special_tokens=False)
+    pieces = [tok.decode([i]) for i in prompt]
+    assert pieces[-2:] == [" ASSISTANT", ":"]
+    assert " USER" in pieces
+    letters = {tok.convert_tokens_to_ids(c) for c in "ABCDE"}
+    after_options = prompt[len(prompt) - 1 - pieces[::-1].index("B") + 1:]  # after the last option letter
+    assert not letters & set(after_options)

@@ -104,6 +104,16 @@ def _without_tags(text: str) -> str:
     return text
 
 
+def template_texts() -> list[str]:
+    """The fixed text of every prompt (system line, turn markers, instructions). A data corpus holds
+    only questions and answers, so without these BPE spells "ASSISTANT" letter by letter, and the
+    letters A and E of "USER: ... ASSISTANT:" sit right before every answer as the very tokens of
+    option letters A and E."""
+    from tinyvr.data.template import ASSISTANT, OPTION_SUFFIX, REASON_SUFFIX, SYSTEM, USER
+
+    return [f"{SYSTEM} {USER}", USER, f" {ASSISTANT}", OPTION_SUFFIX, REASON_SUFFIX]
+
+
 def build_tiny_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = DEFAULT_VOCAB_SIZE):
     """Train a byte-level BPE tokenizer (deterministic) -> transformers PreTrainedTokenizerFast.
 
@@ -112,11 +122,14 @@ def build_tiny_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 
     reasoning tags are added (non-special) tokens: without them BPE glues the answer letter onto
     the tag (`>C`), a token the 16 cold-start samples show a from-scratch model only a few times;
     with them the letter after `<answer>` is the same token as the option letters in the prompt.
+    The template's text (`template_texts`) is added once per corpus text, as often as it occurs in
+    training, so its words become whole tokens whatever the corpus.
     """
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     texts = list(default_corpus() if corpus is None else corpus)
+    texts += template_texts() * len(texts)
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = _pre_tokenizer()
     tok.decoder = decoders.ByteLevel()
