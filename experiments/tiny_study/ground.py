@@ -15,8 +15,7 @@ import collections, random, sys, time
 import numpy as np
 import torch
 from tinyvr.recipes.common import load_model
-from tinyvr.data.synthetic.scene import sample_indices
-from tinyvr.data.synthetic.text import region
+from tinyvr.data.synthetic.grounding import grounded_conversation, grounded_questions
 from tinyvr.data.synthetic.writer import generate_item
 
 mdir, fpath, steps, lr, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
@@ -28,20 +27,7 @@ N = len(feats)
 
 
 def facts(index: int) -> list[tuple[str, str, str]]:
-    """(type, question, answer) for every object well visible at the first / last sampled frame."""
-    _, cand = generate_item(0, "foundation", 10000 + index)
-    sc, tr, view = cand.scene, cand.track, cand.view
-    ids = sample_indices(sc.num_frames, 8)
-    out = []
-    for when, t in (("start", int(ids[0])), ("end", int(ids[-1]))):
-        vis = view.visible(t)
-        for i, o in enumerate(sc.objects):
-            if not tr.present[t, i] or vis[i] < 0.6:
-                continue
-            x, y = tr.pos[t, i]
-            out.append((f"colour_{when}", f"What colour is the {o.shape} at the {when}?", tr.colour[t][i]))
-            out.append((f"where_{when}", f"Where is the {o.shape} at the {when}?", region(x, y, sc.frame_size)))
-    return out
+    return grounded_questions(generate_item(0, "foundation", 10000 + index)[1])
 
 
 t0 = time.time()
@@ -52,11 +38,7 @@ model.requires_grad_(False)
 torch.set_num_threads(threads); torch.manual_seed(0); rng = random.Random(0)
 
 
-def conv(fs):
-    c = []
-    for j, (_, q, a) in enumerate(fs):
-        c += [{"from": "human", "value": ("<image>\n" if j == 0 else "") + q}, {"from": "gpt", "value": a}]
-    return c
+conv = grounded_conversation
 
 
 def batch(convs, f):

@@ -82,7 +82,8 @@ def _cmd_foundation(a):
     cfg = FoundationConfig(seed=a.seed, items=a.items, vision_steps=a.vision_steps,
                            language_steps=a.language_steps, align_steps=a.align_steps, threads=a.threads,
                            binding_formats=tuple(a.binding_formats.split(",")),
-                           induction_fraction=a.induction_fraction)
+                           induction_fraction=a.induction_fraction,
+                           align_grounded_fraction=a.align_grounded_fraction)
     print(build_foundation(a.out, cfg, part=a.part))
 
 
@@ -134,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--align-steps", type=int, default=600)
     s.add_argument("--binding-formats", default="which,hint", help="comma list of which, hint, tail, pool (see binding_example)")
     s.add_argument("--induction-fraction", type=float, default=0.5)
+    s.add_argument("--align-grounded-fraction", type=float, default=0.5,
+                   help="share of align clips with grounded questions instead of a caption")
     s.add_argument("--threads", type=int, default=0, help="torch threads; 0 = all cores")
     s.set_defaults(func=_cmd_foundation)
 

@@ -119,6 +119,7 @@ def test_foundation_trains_the_tower_and_the_llm_and_records_its_weights(toy_fou
     assert m["weights_sha256"] == file_sha256(toy_foundation / "model" / "model.safetensors")
     assert m["metrics"]["vision"]["steps"] == m["metrics"]["language"]["steps"] == m["metrics"]["align"]["steps"] == 4
     assert m["metrics"]["align"]["first_sentence_loss_matched"] > 0
+    assert 0.0 <= m["metrics"]["align"]["grounded_acc_matched"] <= 1.0
     assert 0.0 <= m["metrics"]["vision"]["colour_acc"] <= 1.0
     # a finished build is not redone
     mtime = (toy_foundation / "model" / "model.safetensors").stat().st_mtime_ns
@@ -206,3 +207,28 @@ def test_demo_starts_from_a_foundation(toy_foundation, tmp_path):
     assert tower and all(torch.equal(before[k], after[k]) for k in tower)
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("connector."))
     assert set(json.loads((out / "results.json").read_text())) == {"sft", "coldstart", "r1"}
+
+
+def test_runs_right_counts_whole_answers():
+    from tinyvr.recipes.foundation import runs_right
+
+    labels = torch.tensor([[-100, 5, 6, -100, 7, -100, 8, 9], [-100, -100, 4, 4, -100, -100, -100, -100]])
+    pred = torch.tensor([[0, 5, 6, 0, 1, 0, 8, 9], [0, 0, 4, 3, 0, 0, 0, 0]])
+    assert runs_right(pred, labels) == (2, 4)  # row 0: runs 1 and 3 right, run 2 wrong; row 1: wrong
+    assert runs_right(labels.clamp(min=0), labels) == (4, 4)
+
+
+def test_answers_right_scores_one_answer_per_grounded_question(toy_foundation):
+    from tinyvr.data.synthetic.grounding import grounded_conversation, grounded_questions
+    from tinyvr.recipes.common import load_model
+    from tinyvr.recipes.foundation import answers_right, clip_pixels, foundation_items
+
+    model, proc = load_model(toy_foundation / "model")
+    items = foundation_items(5, 3)
+    qs = [grounded_questions(c, proc.num_frames) for _, c in items]
+    enc = [dict(zip(("input_ids", "labels"), proc.encode_conversation(grounded_conversation(q)))) for q in qs]
+    batch = proc.collate(enc, padding_side="right")
+    with torch.no_grad():
+        batch["video_features"] = model.vision_features(torch.stack([clip_pixels(c, proc)[0] for _, c in items]))
+        right, n = answers_right(model, batch)
+    assert n == sum(map(len, qs)) and 0 <= right <= n

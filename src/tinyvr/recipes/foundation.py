@@ -16,11 +16,13 @@ splits is used):
    sequence twice: the in-context copy circuit that small transformers form after a plateau) and
    half multiple-choice binding in the dataset's prompt format, the right option's text stated once
    ("Which option is X?" or a hint line), then its letter;
-4. **align**: the connector and the LLM (tower frozen) on the items' captions with their own
-   clips, each caption cut after a random number of sentences so that short, fully visual targets
-   (which objects, which colours) are frequent, mixed half and half with the language part's
-   examples so the look-up skill survives. Long captions alone teach the text prior first: after
-   the demo's 63 caption steps the loss with the right clip and with another clip is the same.
+4. **align**: the connector and the LLM (tower frozen) on the items' own clips, each with either
+   its caption, cut so that short, fully visual targets (which objects, which colours) are
+   frequent, or up to six grounded questions (`data/synthetic/grounding.py`: the colour or place of
+   one named object at the first or last frame, several look-ups per clip), mixed half and half
+   with the language part's examples so the look-up skill survives. Long captions alone teach the
+   text prior first: after the demo's 63 caption steps the loss with the right clip and with
+   another clip is the same.
    Writes `<out>/model`, an HF-style model folder the demo's stages start from, and
    `<out>/foundation.json` (settings, final metrics, sha256 of the weights).
 
@@ -44,6 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tinyvr.data.synthetic.grounding import grounded_conversation, grounded_questions
 from tinyvr.data.template import ANSWER_SEP, ASSISTANT, OPTION_SUFFIX, USER
 from tinyvr.errors import ConfigError
 from tinyvr.utils.hashing import file_sha256
@@ -68,7 +71,8 @@ class FoundationConfig:
     binding_formats: tuple[str, ...] = ("which", "hint")  # see binding_example
     align_steps: int = 600
     align_lr: float = 1e-3
-    align_batch: int = 16  # captions per step, plus as many language examples
+    align_batch: int = 16  # clips per step, plus as many language examples
+    align_grounded_fraction: float = 0.5  # clips that get grounded questions instead of a caption
     save_every: int = 500
     threads: int = 0  # torch threads; 0 = all cores
 
@@ -81,8 +85,9 @@ class FoundationConfig:
         if bad or not self.binding_formats:
             raise ConfigError(f"foundation.binding_formats must be a non-empty subset of {list(BINDING_FORMATS)}, "
                               f"got {list(self.binding_formats)}")
-        if not 0.0 <= self.induction_fraction <= 1.0:
-            raise ConfigError(f"foundation.induction_fraction must be in [0, 1], got {self.induction_fraction}")
+        for name in ("induction_fraction", "align_grounded_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"foundation.{name} must be in [0, 1], got {getattr(self, name)}")
         if self.items < 16:
             raise ConfigError(f"foundation.items must be at least 16, got {self.items}")
 
@@ -377,6 +382,32 @@ def caption_cut(rng: random.Random, caption: str) -> str:
     return text if text.endswith(".") else text + "."
 
 
+GROUNDED_TURNS = 6  # grounded questions per training clip
+
+
+def runs_right(pred: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
+    """(runs predicted exactly, runs): a run is a stretch of supervised labels (one answer and its
+    EOS); `pred[:, t]` is the prediction for `labels[:, t]`."""
+    sup = labels != -100
+    wrong = sup & (pred != labels)
+    starts = sup & ~torch.cat([torch.zeros_like(sup[:, :1]), sup[:, :-1]], dim=1)
+    run_id = torch.cumsum(starts.long(), dim=1) * sup  # 1, 2, ... per row; 0 off the runs
+    n = int(starts.sum())
+    bad = sum(len(set(run_id[r][wrong[r]].tolist())) for r in range(labels.shape[0]))
+    return n - bad, n
+
+
+def answers_right(model, batch: dict) -> tuple[int, int]:
+    """(answers predicted exactly, answers) of a batch of multi-turn conversations, teacher-forced.
+    The labels are spliced like the model's input (the placeholder becomes the video tokens) so
+    they line up with the logits."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    video = model.connector(batch["video_features"])
+    labels = model.prepare_inputs_embeds(batch["input_ids"], batch["attention_mask"], video, batch["labels"])[3]
+    pred = model(**inputs).logits[:, :-1].argmax(-1)
+    return runs_right(pred, labels[:, 1:])
+
+
 def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -> dict:
     records = [r for r, _ in items]
     model.vision_tower.requires_grad_(False)
@@ -407,28 +438,45 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
         rng.setstate(st["rng"]); start = st["step"]
         info(f"align: resumed at step {start}")
 
-    def captions(idx, cut: bool, shift: int = 0) -> dict:
-        convs = [[{"from": "human", "value": "<image>\n" + records[i]["prompt"]},
-                  {"from": "gpt", "value": caption_cut(rng, records[i]["caption"]) if cut
-                   else records[i]["caption"].split(". ")[0].rstrip(".") + "."}] for i in idx]
+    grounded = [grounded_questions(cand, processor.num_frames) for _, cand in items]
+
+    def first_sentence(i: int) -> list[dict]:
+        return [{"from": "human", "value": "<image>\n" + records[i]["prompt"]},
+                {"from": "gpt", "value": records[i]["caption"].split(". ")[0].rstrip(".") + "."}]
+
+    def train_conversation(i: int) -> list[dict]:
+        if grounded[i] and rng.random() < cfg.align_grounded_fraction:
+            return grounded_conversation(rng.sample(grounded[i], min(GROUNDED_TURNS, len(grounded[i]))))
+        return [{"from": "human", "value": "<image>\n" + records[i]["prompt"]},
+                {"from": "gpt", "value": caption_cut(rng, records[i]["caption"])}]
+
+    def encode(convs: list, idx: list[int], shift: int = 0) -> dict:
         enc = [dict(zip(("input_ids", "labels"), processor.encode_conversation(c))) for c in convs]
         b = processor.collate(enc, padding_side="right")
         b["video_features"] = feats[[idx[(j + shift) % len(idx)] for j in range(len(idx))]]
         return b
 
     def evaluate() -> dict:
-        """First-sentence loss on held-out clips, with each clip and with another clip."""
+        """On held-out clips, with each clip and with another clip: the caption's first-sentence loss,
+        and the share of grounded answers right (teacher-forced, every token)."""
         model.eval()
         res = {}
         with torch.no_grad():
             for name, shift in (("matched", 0), ("mismatched", 1)):
-                tot = cnt = 0
+                tot = cnt = right = asked = 0
                 for i in range(0, n_va, 32):
-                    b = captions(list(range(i, min(i + 32, n_va))), cut=False, shift=shift)
+                    idx = list(range(i, min(i + 32, n_va)))
+                    b = encode([first_sentence(j) for j in idx], idx, shift)
                     t = int((b["labels"] != -100).sum())
                     tot += model(**b).loss.item() * t
                     cnt += t
+                    idx = [j for j in idx if grounded[j]]
+                    if idx:
+                        b = encode([grounded_conversation(grounded[j]) for j in idx], idx, shift)
+                        r, n = answers_right(model, b)
+                        right, asked = right + r, asked + n
                 res[f"first_sentence_loss_{name}"] = round(tot / max(1, cnt), 4)
+                res[f"grounded_acc_{name}"] = round(right / max(1, asked), 4)
         model.train()
         return res
 
@@ -437,7 +485,7 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
     t0, loss = time.time(), torch.tensor(float("nan"))
     for step in range(start, cfg.align_steps):
         idx = [n_va + rng.randrange(len(items) - n_va) for _ in range(cfg.align_batch)] if len(items) > n_va else [0]
-        loss = model(**captions(idx, cut=True)).loss
+        loss = model(**encode([train_conversation(i) for i in idx], idx)).loss
         text = language_batch(rng, records, processor.tokenizer, cfg.align_batch, cfg.induction_fraction,
                               formats, pool)
         o = model.language_model(input_ids=text["input_ids"], attention_mask=text["attention_mask"],
@@ -448,13 +496,13 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
         _record_accuracy(hist, o.logits, text)
         if (step + 1) % 100 == 0 or step + 1 == cfg.align_steps:
             acc = _recent_accuracy(hist, 800)
-            info(f"align step {step + 1}/{cfg.align_steps} caption loss {loss.item():.3f} held-out {evaluate()} "
+            info(f"align step {step + 1}/{cfg.align_steps} video loss {loss.item():.3f} held-out {evaluate()} "
                  f"language accuracy {acc} {time.time() - t0:.0f}s")
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.align_steps:
             _save_checkpoint(ckpt, {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                                     "rng": rng.getstate(), "step": step + 1})
     model.requires_grad_(False)
-    return {**evaluate(), "caption_loss": round(loss.item(), 4), "steps": cfg.align_steps,
+    return {**evaluate(), "video_loss": round(loss.item(), 4), "steps": cfg.align_steps,
             **{f"{k}_acc": v for k, v in _recent_accuracy(hist, 800, 4).items()}}
 
 

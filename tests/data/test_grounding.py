@@ -1,0 +1,65 @@
+"""Grounded questions (tinyvr.data.synthetic.grounding): answers re-derived from rendered pixels."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from tinyvr.data.synthetic.grounding import KINDS, grounded_conversation, grounded_questions
+from tinyvr.data.synthetic.render import decode_mp4, encode_mp4
+from tinyvr.data.synthetic.scene import sample_indices
+from tinyvr.data.synthetic.text import region
+from tinyvr.data.synthetic.verify import nearest_colour
+from tinyvr.data.synthetic.writer import generate_item
+
+
+def shape_of(question: str) -> str:
+    return re.fullmatch(r"(?:What colour|Where) is the (\w+) at the (?:start|end)\?", question).group(1)
+
+
+def test_answers_agree_with_the_decoded_frames():
+    colours = places = place_ok = 0
+    for index in range(12):
+        rec, cand = generate_item(3, "foundation", index)
+        qs = grounded_questions(cand)
+        assert qs and {k for k, _, _ in qs} <= set(KINDS)
+        ids = sample_indices(cand.scene.num_frames, 8)
+        frames = cand.view.frames()
+        decoded, _ = decode_mp4(encode_mp4(frames, rec["fps"]))
+        shapes = [o.shape for o in cand.scene.objects]
+        for kind, question, answer in qs:
+            t = int(ids[0] if kind.endswith("start") else ids[-1])
+            i = shapes.index(shape_of(question))
+            mask = cand.view.labels(t) == i  # the pixels where object i is seen
+            assert mask.sum() > 0
+            if kind.startswith("colour"):
+                # the median of the H.264-decoded pixels names the answer colour
+                assert nearest_colour(np.median(decoded[t][mask], axis=0)) == answer, (index, question)
+                colours += 1
+            else:
+                ys, xs = np.nonzero(mask)
+                place_ok += region(xs.mean() + 0.5, ys.mean() + 0.5, cand.scene.frame_size) == answer
+                places += 1
+    assert colours >= 24 and places == colours
+    # the visible part's centre can sit across a region border from the object's centre
+    assert place_ok >= 0.9 * places
+
+
+def test_only_well_visible_objects_are_asked_about():
+    for index in range(20):
+        _, cand = generate_item(3, "foundation", index)
+        ids = sample_indices(cand.scene.num_frames, 8)
+        asked = {(k.split("_")[1], shape_of(q)) for k, q, _ in grounded_questions(cand)}
+        for when, t in (("start", int(ids[0])), ("end", int(ids[-1]))):
+            vis = cand.view.visible(t)
+            for i, o in enumerate(cand.scene.objects):
+                assert ((when, o.shape) in asked) == bool(cand.track.present[t, i] and vis[i] >= 0.6)
+
+
+def test_conversation_has_one_video_and_one_turn_per_question():
+    conv = grounded_conversation([("colour_start", "What colour is the circle at the start?", "red"),
+                                  ("where_end", "Where is the circle at the end?", "at the top")])
+    assert [t["from"] for t in conv] == ["human", "gpt", "human", "gpt"]
+    assert conv[0]["value"].startswith("<image>\n") and "<image>" not in conv[2]["value"]
+    assert conv[3]["value"] == "at the top"
