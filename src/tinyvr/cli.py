@@ -76,6 +76,20 @@ def _cmd_demo(a):
              sizes=parse_sizes(a.sizes) if a.sizes else None, foundation=a.foundation)
 
 
+def _json_arg(text: str, flag: str) -> dict:
+    import json
+
+    from tinyvr.errors import ConfigError
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{flag}: not valid JSON ({e}): {text!r}") from e
+    if not isinstance(value, dict):
+        raise ConfigError(f"{flag}: expected a JSON object, got {text!r}")
+    return value
+
+
 def _cmd_foundation(a):
     from tinyvr.recipes.foundation import FoundationConfig, build_foundation
 
@@ -83,7 +97,8 @@ def _cmd_foundation(a):
                            language_steps=a.language_steps, align_steps=a.align_steps, threads=a.threads,
                            binding_formats=tuple(a.binding_formats.split(",")),
                            induction_fraction=a.induction_fraction,
-                           align_grounded_fraction=a.align_grounded_fraction)
+                           align_grounded_fraction=a.align_grounded_fraction,
+                           model_overrides=_json_arg(a.model, "--model"))
     print(build_foundation(a.out, cfg, part=a.part))
 
 
@@ -135,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--align-steps", type=int, default=600)
     s.add_argument("--binding-formats", default="which,hint", help="comma list of which, hint, tail, pool (see binding_example)")
     s.add_argument("--induction-fraction", type=float, default=0.5)
+    s.add_argument("--model", default="{}",
+                   help='JSON overrides of the tiny preset, e.g. \'{"text_config": {"num_attention_heads": 8}}\'')
     s.add_argument("--align-grounded-fraction", type=float, default=0.5,
                    help="share of align clips with grounded questions instead of a caption")
     s.add_argument("--threads", type=int, default=0, help="torch threads; 0 = all cores")

@@ -232,3 +232,24 @@ def test_answers_right_scores_one_answer_per_grounded_question(toy_foundation):
         batch["video_features"] = model.vision_features(torch.stack([clip_pixels(c, proc)[0] for _, c in items]))
         right, n = answers_right(model, batch)
     assert n == sum(map(len, qs)) and 0 <= right <= n
+
+
+def test_model_overrides_size_the_foundation_and_a_resume_must_match(tmp_path):
+    cfg = FoundationConfig(**{**TOY, "language_steps": 2, "model_overrides": {"text_config": {"num_attention_heads": 8,
+                                                                                              "num_key_value_heads": 8}}})
+    build_foundation(tmp_path, cfg, part="language")
+    config = json.loads((tmp_path / "init" / "config.json").read_text())
+    assert config["text_config"]["num_attention_heads"] == 8 and config["text_config"]["num_key_value_heads"] == 8
+    with pytest.raises(ConfigError, match="num_attention_heads=8, not 4"):
+        build_foundation(tmp_path, FoundationConfig(**{**TOY, "model_overrides": {"text_config": {"num_attention_heads": 4}}}),
+                         part="language")
+
+
+def test_cli_model_flag_must_be_a_json_object():
+    from tinyvr.cli import _json_arg
+
+    assert _json_arg('{"group": 4}', "--model") == {"group": 4}
+    with pytest.raises(ConfigError, match="--model: not valid JSON"):
+        _json_arg("{heads: 8}", "--model")
+    with pytest.raises(ConfigError, match="expected a JSON object"):
+        _json_arg("[8]", "--model")

@@ -39,7 +39,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +60,8 @@ PARTS = ("all", "vision", "language", "align")
 @dataclass
 class FoundationConfig:
     seed: int = 0
+    # overrides of the tiny preset (build_config keys), e.g. {"text_config": {"num_attention_heads": 8}}
+    model_overrides: dict = field(default_factory=dict)
     items: int = 2000  # generated items: tokenizer text, binding questions, vision clips
     vision_steps: int = 1200
     vision_lr: float = 2e-3
@@ -88,6 +90,8 @@ class FoundationConfig:
         for name in ("induction_fraction", "align_grounded_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"foundation.{name} must be in [0, 1], got {getattr(self, name)}")
+        if not isinstance(self.model_overrides, dict):
+            raise ConfigError(f"foundation.model_overrides must be a dict, got {type(self.model_overrides).__name__}")
         if self.items < 16:
             raise ConfigError(f"foundation.items must be at least 16, got {self.items}")
 
@@ -538,11 +542,13 @@ def build_foundation(out: str | Path, cfg: FoundationConfig | None = None, part:
         items = foundation_items(cfg.seed, cfg.items)
         # written aside, then renamed: two parts started side by side cannot see half a folder
         tmp = out / f"init.tmp{os.getpid()}"
-        init_model_folder("tiny", tmp, seed=cfg.seed, corpus=corpus_of([r for r, _ in items]))
+        init_model_folder("tiny", tmp, seed=cfg.seed, corpus=corpus_of([r for r, _ in items]),
+                          overrides=cfg.model_overrides)
         try:
             tmp.rename(init)
         except OSError:  # the other part was first; its folder is the same (same seed)
             shutil.rmtree(tmp)
+    _check_overrides(init, cfg.model_overrides)
     metrics_path = out / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
 
@@ -584,6 +590,19 @@ def build_foundation(out: str | Path, cfg: FoundationConfig | None = None, part:
         (out / "foundation.json").write_text(json.dumps(manifest, indent=2) + "\n")
         info(f"foundation model: {final}")
     return out
+
+
+def _check_overrides(init: Path, overrides: dict) -> None:
+    """A resumed build must not silently ignore new model overrides: its init folder fixes the model."""
+    config = json.loads((init / "config.json").read_text())
+    for key, value in overrides.items():
+        pairs = value.items() if isinstance(value, dict) else [(None, value)]
+        for sub, v in pairs:
+            have = config.get(key, {}).get(sub) if sub else config.get(key)
+            if have != v:
+                name = f"{key}.{sub}" if sub else key
+                raise ConfigError(f"foundation --model: {init} was built with {name}={have!r}, not {v!r}; "
+                                  f"use a new --out for another model size")
 
 
 def _merge_metrics(path: Path, key: str, value: dict) -> None:
