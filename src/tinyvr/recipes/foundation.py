@@ -444,15 +444,16 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
 
     grounded = [grounded_questions(cand, processor.num_frames) for _, cand in items]
 
+    def caption_conversation(i: int, text: str) -> list[dict]:
+        return [{"from": "human", "value": "<image>\n" + records[i]["prompt"]}, {"from": "gpt", "value": text}]
+
     def first_sentence(i: int) -> list[dict]:
-        return [{"from": "human", "value": "<image>\n" + records[i]["prompt"]},
-                {"from": "gpt", "value": records[i]["caption"].split(". ")[0].rstrip(".") + "."}]
+        return caption_conversation(i, records[i]["caption"].split(". ")[0].rstrip(".") + ".")
 
     def train_conversation(i: int) -> list[dict]:
         if grounded[i] and rng.random() < cfg.align_grounded_fraction:
             return grounded_conversation(rng.sample(grounded[i], min(GROUNDED_TURNS, len(grounded[i]))))
-        return [{"from": "human", "value": "<image>\n" + records[i]["prompt"]},
-                {"from": "gpt", "value": caption_cut(rng, records[i]["caption"])}]
+        return caption_conversation(i, caption_cut(rng, records[i]["caption"]))
 
     def encode(convs: list, idx: list[int], shift: int = 0) -> dict:
         enc = [dict(zip(("input_ids", "labels"), processor.encode_conversation(c))) for c in convs]
