@@ -10,7 +10,8 @@ import collections, json, sys, time
 import torch
 from tinyvr.recipes.common import load_model
 from tinyvr.data.feature_cache import VideoInputs
-from tinyvr.data.synthetic.writer import OPTION_SUFFIX, format_problem
+from tinyvr.data.synthetic.writer import format_problem
+from tinyvr.data.template import OPTION_SUFFIX
 
 L = "ABCDE"
 cmd, mdir, out = sys.argv[1], sys.argv[2], sys.argv[3]

@@ -21,6 +21,7 @@ import numpy as np
 
 from ...errors import ConfigError
 from ...utils.hashing import file_sha256
+from ..template import OPTION_SUFFIX, REASON_SUFFIX
 from .captions import PRETRAIN_PROMPTS, caption
 from .questions import FAMILIES, Candidate, Ctx, build_candidate
 from .render import X264_OPTIONS, encode_mp4
@@ -48,8 +49,6 @@ DEFAULT_SIZES: dict[str, int] = {
 LETTERS = "ABCDE"
 NUM_OPTIONS = 5
 
-OPTION_SUFFIX = "Answer with the option's letter from the given choices directly."
-REASON_SUFFIX = "Output the thinking process in <think> </think> and final answer (option) in <answer> </answer> tags."
 HELDOUT_DEFINITION = {
     "combos": [{"colour": c, "shape": s} for c, s in HELDOUT_COMBOS],
     "rule": (

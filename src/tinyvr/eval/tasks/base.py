@@ -23,15 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from tinyvr.data.template import OPTION_SUFFIX, REASON_SUFFIX  # one definition, shared with training
 from tinyvr.errors import ConfigError, DataError
 
-# The two instructions the reference appends to a question. They must stay equal to
-# `tinyvr.data.template.REASON_SUFFIX` / `OPTION_SUFFIX` (the training prompts use those).
-REASON_SUFFIX = (
-    "Output the thinking process in <think> </think> and final answer (option) in "
-    "<answer> </answer> tags."
-)
-OPTION_SUFFIX = "Answer with the option's letter from the given choices directly."
 SUFFIXES = {"reason": REASON_SUFFIX, "option": OPTION_SUFFIX}
 MODES = tuple(SUFFIXES)
 
