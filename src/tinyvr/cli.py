@@ -98,6 +98,7 @@ def _cmd_foundation(a):
                            binding_formats=tuple(a.binding_formats.split(",")),
                            induction_fraction=a.induction_fraction,
                            align_grounded_fraction=a.align_grounded_fraction,
+                           align_choice_fraction=a.align_choice_fraction,
                            model_overrides=_json_arg(a.model, "--model"))
     print(build_foundation(a.out, cfg, part=a.part))
 
@@ -154,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help='JSON overrides of the tiny preset, e.g. \'{"text_config": {"num_attention_heads": 8}}\'')
     s.add_argument("--align-grounded-fraction", type=float, default=0.5,
                    help="share of align clips with grounded questions instead of a caption")
+    s.add_argument("--align-choice-fraction", type=float, default=0.5,
+                   help="share of grounded questions asked as multiple choice (the answer is the letter)")
     s.add_argument("--threads", type=int, default=0, help="torch threads; 0 = all cores")
     s.set_defaults(func=_cmd_foundation)
 

@@ -63,3 +63,32 @@ def test_conversation_has_one_video_and_one_turn_per_question():
     assert [t["from"] for t in conv] == ["human", "gpt", "human", "gpt"]
     assert conv[0]["value"].startswith("<image>\n") and "<image>" not in conv[2]["value"]
     assert conv[3]["value"] == "at the top"
+
+
+def test_with_options_keeps_the_answer_at_its_letter_and_prefers_the_clips_own_distractors():
+    from collections import Counter
+    import random
+
+    from tinyvr.data.synthetic.grounding import REGIONS, with_options
+    from tinyvr.data.synthetic.scene import COLOURS
+
+    assert len(set(REGIONS)) == 9
+    rng, letters, own = random.Random(0), Counter(), 0
+    for index in range(30):
+        _, cand = generate_item(3, "foundation", index)
+        qs = grounded_questions(cand)
+        mc = with_options(qs, rng)
+        assert [k for k, _, _ in mc] == [k for k, _, _ in qs]
+        for (kind, q, a), (_, text, letter) in zip(qs, mc):
+            head, rest = text.split("\nOptions:\n")
+            assert head == q and rest.endswith("Answer with the option's letter from the given choices directly.")
+            opts = dict(line.split(". ", 1) for line in rest.split("\n")[:-1])
+            assert list(opts) == list("ABCDE") and len(set(opts.values())) == 5
+            assert opts[letter] == a
+            assert set(opts.values()) <= set(COLOURS if kind.startswith("colour") else REGIONS)
+            others = {x for k, _, x in qs if k == kind and x != a}
+            # every other answer of the same kind in the clip is a distractor (up to four)
+            own += len(others & set(opts.values())) == min(4, len(others))
+            letters[letter] += 1
+    assert own == sum(letters.values())
+    assert min(letters.values()) > 0.12 * sum(letters.values())  # uniform letters: 20% each

@@ -120,6 +120,7 @@ def test_foundation_trains_the_tower_and_the_llm_and_records_its_weights(toy_fou
     assert m["metrics"]["vision"]["steps"] == m["metrics"]["language"]["steps"] == m["metrics"]["align"]["steps"] == 4
     assert m["metrics"]["align"]["first_sentence_loss_matched"] > 0
     assert 0.0 <= m["metrics"]["align"]["grounded_acc_matched"] <= 1.0
+    assert 0.0 <= m["metrics"]["align"]["grounded_choice_acc_mismatched"] <= 1.0
     assert 0.0 <= m["metrics"]["vision"]["colour_acc"] <= 1.0
     # a finished build is not redone
     mtime = (toy_foundation / "model" / "model.safetensors").stat().st_mtime_ns
@@ -150,6 +151,8 @@ def test_foundation_rejects_bad_settings(tmp_path):
         build_foundation(tmp_path, FoundationConfig(binding_formats=("which", "riddle")))
     with pytest.raises(ConfigError, match="induction_fraction"):
         build_foundation(tmp_path, FoundationConfig(induction_fraction=1.5))
+    with pytest.raises(ConfigError, match="align_choice_fraction"):
+        build_foundation(tmp_path, FoundationConfig(align_choice_fraction=-0.1))
     with pytest.raises(ConfigError, match="--part"):
         build_foundation(tmp_path, FoundationConfig(**TOY), part="everything")
     with pytest.raises(ConfigError, match="run the vision and language parts first"):
@@ -219,7 +222,9 @@ def test_runs_right_counts_whole_answers():
 
 
 def test_answers_right_scores_one_answer_per_grounded_question(toy_foundation):
-    from tinyvr.data.synthetic.grounding import grounded_conversation, grounded_questions
+    import random
+
+    from tinyvr.data.synthetic.grounding import grounded_conversation, grounded_questions, with_options
     from tinyvr.recipes.common import load_model
     from tinyvr.recipes.foundation import answers_right, clip_pixels, foundation_items
 
@@ -232,6 +237,16 @@ def test_answers_right_scores_one_answer_per_grounded_question(toy_foundation):
         batch["video_features"] = model.vision_features(torch.stack([clip_pixels(c, proc)[0] for _, c in items]))
         right, n = answers_right(model, batch)
     assert n == sum(map(len, qs)) and 0 <= right <= n
+    # as multiple choice, every answer is the option line's letter token (after the space, its own
+    # token), then the end of text
+    mc = [with_options(q, random.Random(0)) for q in qs]
+    for q in mc:
+        ids, labels = proc.encode_conversation(grounded_conversation(q))
+        sup = [t for t in labels if t != -100]
+        letters = [proc.tokenizer.convert_tokens_to_ids(letter) for _, _, letter in q]
+        space = proc.tokenizer.convert_tokens_to_ids("\u0120")  # byte-level BPE's space
+        assert sup == [t for letter in letters for t in (space, letter, proc.tokenizer.eos_token_id)]
+        assert all(ids.count(t) >= 2 for t in letters)  # in its option line and as the answer
 
 
 def test_model_overrides_size_the_foundation_and_a_resume_must_match(tmp_path):

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tinyvr.data.synthetic.grounding import grounded_conversation, grounded_questions
+from tinyvr.data.synthetic.grounding import grounded_conversation, grounded_questions, with_options
 from tinyvr.data.template import ANSWER_SEP, ASSISTANT, OPTION_SUFFIX, USER
 from tinyvr.errors import ConfigError
 from tinyvr.utils.hashing import file_sha256
@@ -75,6 +75,7 @@ class FoundationConfig:
     align_lr: float = 1e-3
     align_batch: int = 16  # clips per step, plus as many language examples
     align_grounded_fraction: float = 0.5  # clips that get grounded questions instead of a caption
+    align_choice_fraction: float = 0.5  # grounded questions asked as multiple choice (answer: the letter)
     save_every: int = 500
     threads: int = 0  # torch threads; 0 = all cores
 
@@ -87,7 +88,7 @@ class FoundationConfig:
         if bad or not self.binding_formats:
             raise ConfigError(f"foundation.binding_formats must be a non-empty subset of {list(BINDING_FORMATS)}, "
                               f"got {list(self.binding_formats)}")
-        for name in ("induction_fraction", "align_grounded_fraction"):
+        for name in ("induction_fraction", "align_grounded_fraction", "align_choice_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"foundation.{name} must be in [0, 1], got {getattr(self, name)}")
         if not isinstance(self.model_overrides, dict):
@@ -452,7 +453,10 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
 
     def train_conversation(i: int) -> list[dict]:
         if grounded[i] and rng.random() < cfg.align_grounded_fraction:
-            return grounded_conversation(rng.sample(grounded[i], min(GROUNDED_TURNS, len(grounded[i]))))
+            qs = rng.sample(grounded[i], min(GROUNDED_TURNS, len(grounded[i])))
+            mc = with_options(grounded[i], rng)  # distractors from all of the clip's answers
+            return grounded_conversation([mc[grounded[i].index(q)] if rng.random() < cfg.align_choice_fraction
+                                          else q for q in qs])
         return caption_conversation(i, caption_cut(rng, records[i]["caption"]))
 
     def encode(convs: list, idx: list[int], shift: int = 0) -> dict:
@@ -463,12 +467,14 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
 
     def evaluate() -> dict:
         """On held-out clips, with each clip and with another clip: the caption's first-sentence loss,
-        and the share of grounded answers right (teacher-forced, every token)."""
+        and the share of grounded answers right (teacher-forced, every token), asked openly and as
+        multiple choice (fixed options per clip)."""
         model.eval()
         res = {}
         with torch.no_grad():
             for name, shift in (("matched", 0), ("mismatched", 1)):
-                tot = cnt = right = asked = 0
+                tot = cnt = 0
+                right, asked = {"": 0, "choice_": 0}, {"": 0, "choice_": 0}
                 for i in range(0, n_va, 32):
                     idx = list(range(i, min(i + 32, n_va)))
                     b = encode([first_sentence(j) for j in idx], idx, shift)
@@ -476,12 +482,14 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
                     tot += model(**b).loss.item() * t
                     cnt += t
                     idx = [j for j in idx if grounded[j]]
-                    if idx:
-                        b = encode([grounded_conversation(grounded[j]) for j in idx], idx, shift)
-                        r, n = answers_right(model, b)
-                        right, asked = right + r, asked + n
+                    for kind, qs in (("", [grounded[j] for j in idx]),
+                                     ("choice_", [with_options(grounded[j], random.Random(j)) for j in idx])):
+                        if idx:
+                            r, n = answers_right(model, encode([grounded_conversation(q) for q in qs], idx, shift))
+                            right[kind], asked[kind] = right[kind] + r, asked[kind] + n
                 res[f"first_sentence_loss_{name}"] = round(tot / max(1, cnt), 4)
-                res[f"grounded_acc_{name}"] = round(right / max(1, asked), 4)
+                for kind in right:
+                    res[f"grounded_{kind}acc_{name}"] = round(right[kind] / max(1, asked[kind]), 4)
         model.train()
         return res
 

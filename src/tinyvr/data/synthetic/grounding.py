@@ -5,16 +5,22 @@ or its place (one of nine regions) at the first or the last frame a model sample
 perception steps the QA families build on ("What colour is the circle at the start?"), many per
 clip, so a from-scratch model gets several supervised look-ups per clip instead of one letter
 (docs/tiny-study.md, item 18). Only objects at least `min_visible` visible in that frame are asked
-about, so every answer can be read off the frame.
+about, so every answer can be read off the frame. `with_options` turns them into multiple choice
+in the dataset's option format, so the same look-ups also train reading the answer's letter.
 """
 
 from __future__ import annotations
 
+import random
+
 from tinyvr.data.synthetic.questions import Candidate
-from tinyvr.data.synthetic.scene import sample_indices
+from tinyvr.data.synthetic.scene import COLOURS, sample_indices
 from tinyvr.data.synthetic.text import region
+from tinyvr.data.synthetic.writer import LETTERS, NUM_OPTIONS, format_problem
+from tinyvr.data.template import OPTION_SUFFIX
 
 KINDS = ("colour_start", "where_start", "colour_end", "where_end")
+REGIONS = tuple(region(x, y, 3) for y in (0.5, 1.5, 2.5) for x in (0.5, 1.5, 2.5))
 
 
 def grounded_questions(cand: Candidate, num_frames: int = 8, min_visible: float = 0.6) -> list[tuple[str, str, str]]:
@@ -41,3 +47,21 @@ def grounded_conversation(questions: list[tuple[str, str, str]]) -> list[dict]:
     for j, (_, q, a) in enumerate(questions):
         conv += [{"from": "human", "value": ("<image>\n" if j == 0 else "") + q}, {"from": "gpt", "value": a}]
     return conv
+
+
+def with_options(questions: list[tuple[str, str, str]], rng: random.Random) -> list[tuple[str, str, str]]:
+    """The same questions as multiple choice: (kind, question + options + the option instruction,
+    answer letter). Distractors are the answers of the clip's other questions of the same kind
+    first (the other objects' colours or places, so naming any colour seen is not enough), then
+    other colours or regions; the answer's letter is uniform."""
+    out = []
+    for kind, q, a in questions:
+        seen = [x for k, _, x in questions if k == kind and x != a]
+        rest = [x for x in (COLOURS if kind.startswith("colour") else REGIONS) if x != a and x not in seen]
+        rng.shuffle(seen)
+        rng.shuffle(rest)
+        wrong = list(dict.fromkeys(seen + rest))[:NUM_OPTIONS - 1]
+        k = rng.randrange(NUM_OPTIONS)
+        options = wrong[:k] + [a] + wrong[k:]
+        out.append((kind, f"{format_problem(q, options)}\n{OPTION_SUFFIX}", LETTERS[k]))
+    return out
