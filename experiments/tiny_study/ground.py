@@ -15,6 +15,7 @@ import collections, random, sys, time
 import numpy as np
 import torch
 from tinyvr.recipes.common import load_model
+from tinyvr.recipes.foundation import spliced_labels
 from tinyvr.data.synthetic.grounding import grounded_conversation, grounded_questions
 from tinyvr.data.synthetic.writer import generate_item
 
@@ -63,13 +64,6 @@ def turn_spans(labels):
     return spans
 
 
-def spliced_labels(b, lab):
-    """Labels on the model's spliced sequence (the placeholder replaced by the video tokens), so
-    positions line up with the logits."""
-    return model.prepare_inputs_embeds(b["input_ids"], b["attention_mask"], model.connector(b["video_features"]),
-                                       lab)[3]
-
-
 def evaluate(shift):
     model.eval(); acc = collections.defaultdict(list)
     vf = feats[val_idx].roll(shift, 0)
@@ -77,7 +71,7 @@ def evaluate(shift):
         for k in range(0, len(val_convs), 40):
             chunk = val_convs[k:k + 40]
             b = batch([c for _, c in chunk], vf[k:k + 40])
-            lab = spliced_labels(b, b.pop("labels"))
+            lab = spliced_labels(model, b, b.pop("labels"))
             pred = model(**b).logits.argmax(-1)
             for r, (fs, _) in enumerate(chunk):
                 for (typ, _, _), (s, e) in zip(fs, turn_spans(lab[r])):

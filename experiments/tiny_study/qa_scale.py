@@ -9,6 +9,7 @@ text without options; each option's text scored by likelihood (perception withou
 import collections, json, sys, time
 import torch
 from tinyvr.recipes.common import load_model
+from tinyvr.recipes.foundation import spliced_labels  # before 2026-12-02 qa_scale.py read unspliced positions (tiny-study item 16)
 from tinyvr.data.feature_cache import VideoInputs
 from tinyvr.data.synthetic.writer import format_problem
 from tinyvr.data.template import OPTION_SUFFIX
@@ -83,14 +84,6 @@ def batch(encs, f):
     return b
 
 
-def spliced_labels(b, lab):
-    """Labels on the model's spliced sequence (the placeholder replaced by the video tokens), so
-    positions line up with the logits. (Before 2026-12-02 this script indexed the logits with the
-    unspliced positions: its accuracies in docs/tiny-study.md item 16 were read at wrong positions.)"""
-    return model.prepare_inputs_embeds(b["input_ids"], b["attention_mask"], model.connector(b["video_features"]),
-                                       lab)[3]
-
-
 def evaluate_text(shift=0):
     """Each option's text scored by its summed log-likelihood as the answer; the best one is the pick.
     shift=1: every item gets the next item's video (the text prior's accuracy)."""
@@ -100,7 +93,7 @@ def evaluate_text(shift=0):
             encs = [dict(zip(("input_ids", "labels"), proc.encode_conversation(conv(r["question"], r["options"], c))))
                     for c in L[:len(r["options"])]]
             b = batch(encs, f.unsqueeze(0).expand(len(encs), -1, -1))
-            lab = spliced_labels(b, b.pop("labels"))
+            lab = spliced_labels(model, b, b.pop("labels"))
             logp = model(**b).logits[:, :-1].log_softmax(-1)
             tgt = lab[:, 1:]
             ll = (logp.gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1) * (tgt != -100)).sum(1)
@@ -117,7 +110,7 @@ def evaluate():
     with torch.no_grad():
         for i in range(0, len(val), 50):
             b = batch(venc[i:i + 50], vfeats[i:i + 50])
-            lab = spliced_labels(b, b.pop("labels"))
+            lab = spliced_labels(model, b, b.pop("labels"))
             logits = model(**b).logits
             pos = (lab != -100).float().argmax(1) - 1  # position predicting the first answer token
             lg = logits[torch.arange(len(pos)), pos][:, letter_ids]

@@ -402,13 +402,17 @@ def runs_right(pred: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
     return n - bad, n
 
 
-def answers_right(model, batch: dict) -> tuple[int, int]:
-    """(answers predicted exactly, answers) of a batch of multi-turn conversations, teacher-forced.
-    The labels are spliced like the model's input (the placeholder becomes the video tokens) so
-    they line up with the logits."""
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
+def spliced_labels(model, batch: dict, labels: torch.Tensor) -> torch.Tensor:
+    """`labels` on the model's spliced sequence (the video placeholder replaced by the video
+    tokens), so positions line up with the logits."""
     video = model.connector(batch["video_features"])
-    labels = model.prepare_inputs_embeds(batch["input_ids"], batch["attention_mask"], video, batch["labels"])[3]
+    return model.prepare_inputs_embeds(batch["input_ids"], batch["attention_mask"], video, labels)[3]
+
+
+def answers_right(model, batch: dict) -> tuple[int, int]:
+    """(answers predicted exactly, answers) of a batch of multi-turn conversations, teacher-forced."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    labels = spliced_labels(model, batch, batch["labels"])
     pred = model(**inputs).logits[:, :-1].argmax(-1)
     return runs_right(pred, labels[:, 1:])
 
