@@ -145,12 +145,28 @@ def test_foundation_parts_resume_from_their_checkpoints_exactly(toy_foundation, 
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_language_part_can_continue_from_an_earlier_llm(toy_foundation, tmp_path):
+    from safetensors.torch import load_file
+
+    earlier = toy_foundation / "language" / "lm.safetensors"
+    out = tmp_path / "again"
+    shutil.copytree(toy_foundation / "init", out / "init")
+    build_foundation(out, FoundationConfig(**(TOY | {"language_steps": 0, "language_init": str(earlier)})),
+                     part="language")
+    a, b = load_file(earlier), load_file(out / "language" / "lm.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # zero steps: the same LLM
+    fresh = load_file(out / "init" / "model.safetensors")
+    assert not all(torch.equal(a[k], fresh["language_model." + k]) for k in a if "language_model." + k in fresh)
+
+
 def test_foundation_rejects_bad_settings(tmp_path):
 
     with pytest.raises(ConfigError, match="binding_formats"):
         build_foundation(tmp_path, FoundationConfig(binding_formats=("which", "riddle")))
     with pytest.raises(ConfigError, match="induction_fraction"):
         build_foundation(tmp_path, FoundationConfig(induction_fraction=1.5))
+    with pytest.raises(ConfigError, match="language_init: no file"):
+        build_foundation(tmp_path, FoundationConfig(language_init=str(tmp_path / "nope.safetensors")))
     with pytest.raises(ConfigError, match="align_choice_fraction"):
         build_foundation(tmp_path, FoundationConfig(align_choice_fraction=-0.1))
     with pytest.raises(ConfigError, match="--part"):

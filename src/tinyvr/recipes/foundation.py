@@ -70,6 +70,9 @@ class FoundationConfig:
     language_lr: float = 1e-3
     language_batch: int = 32
     induction_fraction: float = 0.5
+    # an lm.safetensors of an earlier build to continue from (instead of the fresh LLM); the part then
+    # trains `language_steps` more steps with its own schedule
+    language_init: str = ""
     binding_formats: tuple[str, ...] = ("which", "hint")  # see binding_example
     align_steps: int = 600
     align_lr: float = 1e-3
@@ -93,6 +96,8 @@ class FoundationConfig:
                 raise ConfigError(f"foundation.{name} must be in [0, 1], got {getattr(self, name)}")
         if not isinstance(self.model_overrides, dict):
             raise ConfigError(f"foundation.model_overrides must be a dict, got {type(self.model_overrides).__name__}")
+        if self.language_init and not Path(self.language_init).is_file():
+            raise ConfigError(f"foundation.language_init: no file {self.language_init}")
         if self.items < 16:
             raise ConfigError(f"foundation.items must be at least 16, got {self.items}")
 
@@ -577,6 +582,9 @@ def build_foundation(out: str | Path, cfg: FoundationConfig | None = None, part:
         banner("foundation 3/4: language model, induction + multiple-choice binding")
         items = items or foundation_items(cfg.seed, cfg.items)
         model, processor = load_model(init)
+        if cfg.language_init:
+            _load_lm(model, Path(cfg.language_init))
+            info(f"language: starting from {cfg.language_init}")
         metrics["language"] = train_language(model, processor, [r for r, _ in items], cfg, out)
         lm_file.parent.mkdir(parents=True, exist_ok=True)
         sd = model.language_model.state_dict()
@@ -590,10 +598,7 @@ def build_foundation(out: str | Path, cfg: FoundationConfig | None = None, part:
         items = items or foundation_items(cfg.seed, cfg.items)
         model, processor = load_model(init)
         model.vision_tower.load_state_dict(load_file(tower_file))
-        res = model.language_model.load_state_dict(load_file(lm_file), strict=False)
-        if [k for k in res.missing_keys if not k.endswith("lm_head.weight")] or res.unexpected_keys:
-            raise ConfigError(f"foundation align: {lm_file} does not fit the model: {res}")
-        model.tie_weights()
+        _load_lm(model, lm_file)
         metrics["align"] = train_alignment(model, processor, items, cfg, out)
         _merge_metrics(metrics_path, "align", metrics["align"])
         final = save_model(model, processor, out / "model")
@@ -603,6 +608,16 @@ def build_foundation(out: str | Path, cfg: FoundationConfig | None = None, part:
         (out / "foundation.json").write_text(json.dumps(manifest, indent=2) + "\n")
         info(f"foundation model: {final}")
     return out
+
+
+def _load_lm(model, path: Path) -> None:
+    """The LLM's weights from a language part's lm.safetensors (saved without the tied head)."""
+    from safetensors.torch import load_file
+
+    res = model.language_model.load_state_dict(load_file(path), strict=False)
+    if [k for k in res.missing_keys if not k.endswith("lm_head.weight")] or res.unexpected_keys:
+        raise ConfigError(f"foundation: {path} does not fit the model: {res}")
+    model.tie_weights()
 
 
 def _check_overrides(init: Path, overrides: dict) -> None:
