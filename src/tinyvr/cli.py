@@ -97,6 +97,7 @@ def _cmd_foundation(a):
                            language_steps=a.language_steps, align_steps=a.align_steps, threads=a.threads,
                            binding_formats=tuple(a.binding_formats.split(",")),
                            induction_fraction=a.induction_fraction, language_init=a.language_init,
+                           vision_init=a.vision_init,
                            align_grounded_fraction=a.align_grounded_fraction,
                            align_choice_fraction=a.align_choice_fraction,
                            model_overrides=_json_arg(a.model, "--model"))
@@ -152,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--binding-formats", default="which,hint", help="comma list of which, hint, tail, pool (see binding_example)")
     s.add_argument("--induction-fraction", type=float, default=0.5)
     s.add_argument("--language-init", default="",
-                   help="continue the language part from this lm.safetensors (of an earlier build)")
+                   help="continue the language part from an earlier build's lm.safetensors or model.safetensors")
+    s.add_argument("--vision-init", default="",
+                   help="continue the vision part from an earlier build's tower.safetensors or model.safetensors")
     s.add_argument("--model", default="{}",
                    help='JSON overrides of the tiny preset, e.g. \'{"text_config": {"num_attention_heads": 8}}\'')
     s.add_argument("--align-grounded-fraction", type=float, default=0.5,

@@ -145,18 +145,32 @@ def test_foundation_parts_resume_from_their_checkpoints_exactly(toy_foundation, 
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_language_part_can_continue_from_an_earlier_llm(toy_foundation, tmp_path):
+def test_parts_can_continue_from_an_earlier_build(toy_foundation, tmp_path):
     from safetensors.torch import load_file
 
-    earlier = toy_foundation / "language" / "lm.safetensors"
+    whole = load_file(toy_foundation / "model" / "model.safetensors")
     out = tmp_path / "again"
     shutil.copytree(toy_foundation / "init", out / "init")
-    build_foundation(out, FoundationConfig(**(TOY | {"language_steps": 0, "language_init": str(earlier)})),
-                     part="language")
-    a, b = load_file(earlier), load_file(out / "language" / "lm.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # zero steps: the same LLM
+    # zero steps: the parts are the earlier weights, from a part's own file or from a whole model
+    build_foundation(out, FoundationConfig(**(TOY | {
+        "language_steps": 0, "language_init": str(toy_foundation / "language" / "lm.safetensors"),
+        "vision_steps": 0, "vision_init": str(toy_foundation / "model" / "model.safetensors")})), part="vision")
+    build_foundation(out, FoundationConfig(**(TOY | {
+        "language_steps": 0, "language_init": str(toy_foundation / "language" / "lm.safetensors")})),
+        part="language")
+    a, b = load_file(toy_foundation / "language" / "lm.safetensors"), load_file(out / "language" / "lm.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    tower = load_file(out / "vision" / "tower.safetensors")
+    assert all(torch.equal(v, whole["vision_tower." + k]) for k, v in tower.items())
     fresh = load_file(out / "init" / "model.safetensors")
-    assert not all(torch.equal(a[k], fresh["language_model." + k]) for k in a if "language_model." + k in fresh)
+    assert not all(torch.equal(v, fresh["vision_tower." + k]) for k, v in tower.items())
+    # a whole model trained with another tokenizer is refused
+    other = tmp_path / "other"
+    shutil.copytree(toy_foundation / "model", other)
+    (other / "tokenizer.json").write_text((other / "tokenizer.json").read_text().replace('"A"', '"Z"', 1))
+    with pytest.raises(ConfigError, match="another tokenizer"):
+        build_foundation(tmp_path / "third", FoundationConfig(**(TOY | {
+            "vision_steps": 0, "vision_init": str(other / "model.safetensors")})), part="vision")
 
 
 def test_foundation_rejects_bad_settings(tmp_path):

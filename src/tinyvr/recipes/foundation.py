@@ -70,9 +70,11 @@ class FoundationConfig:
     language_lr: float = 1e-3
     language_batch: int = 32
     induction_fraction: float = 0.5
-    # an lm.safetensors of an earlier build to continue from (instead of the fresh LLM); the part then
-    # trains `language_steps` more steps with its own schedule
+    # weights of an earlier build to continue from instead of the fresh ones: a part's own file
+    # (language/lm.safetensors, vision/tower.safetensors) or a whole foundation's model/model.safetensors;
+    # the part then trains its `*_steps` more steps with its own schedule (0: take the weights as they are)
     language_init: str = ""
+    vision_init: str = ""
     binding_formats: tuple[str, ...] = ("which", "hint")  # see binding_example
     align_steps: int = 600
     align_lr: float = 1e-3
@@ -96,8 +98,9 @@ class FoundationConfig:
                 raise ConfigError(f"foundation.{name} must be in [0, 1], got {getattr(self, name)}")
         if not isinstance(self.model_overrides, dict):
             raise ConfigError(f"foundation.model_overrides must be a dict, got {type(self.model_overrides).__name__}")
-        if self.language_init and not Path(self.language_init).is_file():
-            raise ConfigError(f"foundation.language_init: no file {self.language_init}")
+        for name in ("language_init", "vision_init"):
+            if getattr(self, name) and not Path(getattr(self, name)).is_file():
+                raise ConfigError(f"foundation.{name}: no file {getattr(self, name)}")
         if self.items < 16:
             raise ConfigError(f"foundation.items must be at least 16, got {self.items}")
 
@@ -574,6 +577,9 @@ def build_foundation(out: str | Path, cfg: FoundationConfig | None = None, part:
         banner("foundation 2/4: vision tower, dense per-patch colour and shape")
         items = items or foundation_items(cfg.seed, cfg.items)
         model, processor = load_model(init)
+        if cfg.vision_init:
+            _load_part(model.vision_tower, Path(cfg.vision_init), "vision_tower.", init)
+            info(f"vision: starting from {cfg.vision_init}")
         metrics["vision"] = train_vision(model, processor, items, cfg, out)
         tower_file.parent.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in model.vision_tower.state_dict().items()}, tower_file)
@@ -583,7 +589,8 @@ def build_foundation(out: str | Path, cfg: FoundationConfig | None = None, part:
         items = items or foundation_items(cfg.seed, cfg.items)
         model, processor = load_model(init)
         if cfg.language_init:
-            _load_lm(model, Path(cfg.language_init))
+            _load_part(model.language_model, Path(cfg.language_init), "language_model.", init)
+            model.tie_weights()
             info(f"language: starting from {cfg.language_init}")
         metrics["language"] = train_language(model, processor, [r for r, _ in items], cfg, out)
         lm_file.parent.mkdir(parents=True, exist_ok=True)
@@ -598,7 +605,8 @@ def build_foundation(out: str | Path, cfg: FoundationConfig | None = None, part:
         items = items or foundation_items(cfg.seed, cfg.items)
         model, processor = load_model(init)
         model.vision_tower.load_state_dict(load_file(tower_file))
-        _load_lm(model, lm_file)
+        _load_part(model.language_model, lm_file, "language_model.", init)
+        model.tie_weights()
         metrics["align"] = train_alignment(model, processor, items, cfg, out)
         _merge_metrics(metrics_path, "align", metrics["align"])
         final = save_model(model, processor, out / "model")
@@ -610,14 +618,22 @@ def build_foundation(out: str | Path, cfg: FoundationConfig | None = None, part:
     return out
 
 
-def _load_lm(model, path: Path) -> None:
-    """The LLM's weights from a language part's lm.safetensors (saved without the tied head)."""
+def _load_part(module, path: Path, prefix: str, init: Path) -> None:
+    """Load `module` from a part's own file or from a whole model's safetensors (keys under `prefix`).
+    A whole model's folder carries its tokenizer: it must be the one of `init`, or the embedding
+    rows would mean other tokens."""
     from safetensors.torch import load_file
 
-    res = model.language_model.load_state_dict(load_file(path), strict=False)
-    if [k for k in res.missing_keys if not k.endswith("lm_head.weight")] or res.unexpected_keys:
+    sd = load_file(path)
+    if any(k.startswith(prefix) for k in sd):
+        sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    theirs = path.parent / "tokenizer.json"
+    if theirs.is_file() and theirs.read_bytes() != (init / "tokenizer.json").read_bytes():
+        raise ConfigError(f"foundation: {path} was trained with another tokenizer than {init} "
+                          f"(build with the same --seed and --items)")
+    res = module.load_state_dict(sd, strict=False)
+    if [k for k in res.missing_keys if not k.endswith("lm_head.weight")] or res.unexpected_keys:  # head: tied
         raise ConfigError(f"foundation: {path} does not fit the model: {res}")
-    model.tie_weights()
 
 
 def _check_overrides(init: Path, overrides: dict) -> None:
