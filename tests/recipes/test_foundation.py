@@ -122,6 +122,10 @@ def test_foundation_trains_the_tower_and_the_llm_and_records_its_weights(toy_fou
     assert 0.0 <= m["metrics"]["align"]["grounded_acc_matched"] <= 1.0
     assert 0.0 <= m["metrics"]["align"]["grounded_choice_acc_mismatched"] <= 1.0
     assert 0.0 <= m["metrics"]["vision"]["colour_acc"] <= 1.0
+    # each part keeps the settings it was trained with (parts can run as separate commands)
+    assert m["metrics"]["language"]["settings"]["language_steps"] == 4
+    assert m["metrics"]["language"]["settings"]["binding_formats"] == ["which", "hint"]
+    assert "align_steps" not in m["metrics"]["language"]["settings"]
     # a finished build is not redone
     mtime = (toy_foundation / "model" / "model.safetensors").stat().st_mtime_ns
     build_foundation(toy_foundation, FoundationConfig(**TOY))

@@ -583,7 +583,7 @@ def build_foundation(out: str | Path, cfg: FoundationConfig | None = None, part:
         metrics["vision"] = train_vision(model, processor, items, cfg, out)
         tower_file.parent.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in model.vision_tower.state_dict().items()}, tower_file)
-        _merge_metrics(metrics_path, "vision", metrics["vision"])
+        _merge_metrics(metrics_path, "vision", metrics["vision"], cfg)
     if part in ("all", "language") and not lm_file.is_file():
         banner("foundation 3/4: language model, induction + multiple-choice binding")
         items = items or foundation_items(cfg.seed, cfg.items)
@@ -597,7 +597,7 @@ def build_foundation(out: str | Path, cfg: FoundationConfig | None = None, part:
         sd = model.language_model.state_dict()
         sd.pop("lm_head.weight", None)  # tied to the embeddings
         save_file({k: v.contiguous() for k, v in sd.items()}, lm_file)
-        _merge_metrics(metrics_path, "language", metrics["language"])
+        _merge_metrics(metrics_path, "language", metrics["language"], cfg)
     if part in ("all", "align") and (out / "foundation.json").is_file():
         info(f"foundation: done already ({out / 'model'})")
     elif part in ("all", "align"):
@@ -608,7 +608,7 @@ def build_foundation(out: str | Path, cfg: FoundationConfig | None = None, part:
         _load_part(model.language_model, lm_file, "language_model.", init)
         model.tie_weights()
         metrics["align"] = train_alignment(model, processor, items, cfg, out)
-        _merge_metrics(metrics_path, "align", metrics["align"])
+        _merge_metrics(metrics_path, "align", metrics["align"], cfg)
         final = save_model(model, processor, out / "model")
         metrics = json.loads(metrics_path.read_text())
         manifest = {"config": asdict(cfg), "metrics": metrics, "split": SPLIT,
@@ -649,8 +649,15 @@ def _check_overrides(init: Path, overrides: dict) -> None:
                                   f"use a new --out for another model size")
 
 
-def _merge_metrics(path: Path, key: str, value: dict) -> None:
-    """Read-modify-write, so the two parts running side by side keep each other's numbers."""
+def _merge_metrics(path: Path, key: str, value: dict, cfg: FoundationConfig | None = None) -> None:
+    """Read-modify-write, so the two parts running side by side keep each other's numbers. With
+    `cfg`, the part's own settings go with its numbers: parts run as separate commands, so the
+    manifest's `config` (the last command's) does not say how an earlier part was trained."""
     cur = json.loads(path.read_text()) if path.is_file() else {}
+    if cfg is not None:
+        mine = {k: v for k, v in asdict(cfg).items() if k.startswith(key + "_") or k in ("seed", "items", "threads")}
+        if key == "language":
+            mine |= {"induction_fraction": cfg.induction_fraction, "binding_formats": list(cfg.binding_formats)}
+        value = value | {"settings": mine}
     cur[key] = value
     path.write_text(json.dumps(cur, indent=2) + "\n")
