@@ -303,15 +303,3 @@ def test_cli_model_flag_must_be_a_json_object():
     with pytest.raises(ConfigError, match="expected a JSON object"):
         _json_arg("[8]", "--model")
 
-
-def test_the_kept_foundation_matches_its_manifest():
-    """foundations/tiny (kept in the repository) passes the demo's own check: its weights are the
-    ones its foundation.json records, and it is the 10,000-step build its README describes."""
-    from pathlib import Path
-
-    from tinyvr.recipes.demo import foundation_model_dir
-
-    root = Path(__file__).resolve().parents[2] / "foundations" / "tiny"
-    assert foundation_model_dir(root) == root / "model"
-    m = json.loads((root / "foundation.json").read_text())
-    assert m["metrics"]["language"]["steps"] == 10000 and m["split"] == "foundation"
