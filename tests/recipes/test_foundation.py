@@ -126,6 +126,12 @@ def test_foundation_trains_the_tower_and_the_llm_and_records_its_weights(toy_fou
     assert m["metrics"]["language"]["settings"]["language_steps"] == 4
     assert m["metrics"]["language"]["settings"]["binding_formats"] == ["which", "hint"]
     assert "align_steps" not in m["metrics"]["language"]["settings"]
+    assert m["metrics"]["align"]["settings"]["binding_formats"] == ["which", "hint"]  # replayed in align
+    # every training setting is recorded by some part (save_every changes no number)
+    from dataclasses import fields
+
+    from tinyvr.recipes.foundation import PART_SETTINGS
+    assert {f.name for f in fields(FoundationConfig)} - set().union(*PART_SETTINGS.values()) == {"save_every"}
     # a finished build is not redone
     mtime = (toy_foundation / "model" / "model.safetensors").stat().st_mtime_ns
     build_foundation(toy_foundation, FoundationConfig(**TOY))

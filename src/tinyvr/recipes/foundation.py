@@ -55,6 +55,14 @@ from tinyvr.utils.logging import banner, info
 SPLIT = "foundation"  # the generator's rng stream for foundation items (disjoint from the demo's)
 LETTERS = "ABCDE"
 PARTS = ("all", "vision", "language", "align")
+_COMMON = ("seed", "items", "model_overrides", "threads")
+_LANGUAGE_MIX = ("induction_fraction", "binding_formats")  # the language part's, replayed during align
+PART_SETTINGS = {  # the FoundationConfig fields each part trains with (recorded next to its metrics)
+    "vision": _COMMON + ("vision_steps", "vision_lr", "vision_batch", "vision_init"),
+    "language": _COMMON + _LANGUAGE_MIX + ("language_steps", "language_lr", "language_batch", "language_init"),
+    "align": _COMMON + _LANGUAGE_MIX + ("align_steps", "align_lr", "align_batch", "align_grounded_fraction",
+                                        "align_choice_fraction"),
+}
 
 
 @dataclass
@@ -456,6 +464,7 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
         info(f"align: resumed at step {start}")
 
     grounded = [grounded_questions(cand, processor.num_frames) for _, cand in items]
+    held_out_choice = [with_options(grounded[j], random.Random(j)) for j in range(n_va)]  # fixed options
 
     def caption_conversation(i: int, text: str) -> list[dict]:
         return [{"from": "human", "value": "<image>\n" + records[i]["prompt"]}, {"from": "gpt", "value": text}]
@@ -465,10 +474,10 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
 
     def train_conversation(i: int) -> list[dict]:
         if grounded[i] and rng.random() < cfg.align_grounded_fraction:
-            qs = rng.sample(grounded[i], min(GROUNDED_TURNS, len(grounded[i])))
+            picks = rng.sample(range(len(grounded[i])), min(GROUNDED_TURNS, len(grounded[i])))
             mc = with_options(grounded[i], rng)  # distractors from all of the clip's answers
-            return grounded_conversation([mc[grounded[i].index(q)] if rng.random() < cfg.align_choice_fraction
-                                          else q for q in qs])
+            return grounded_conversation([mc[j] if rng.random() < cfg.align_choice_fraction else grounded[i][j]
+                                          for j in picks])
         return caption_conversation(i, caption_cut(rng, records[i]["caption"]))
 
     def encode(convs: list, idx: list[int], shift: int = 0) -> dict:
@@ -495,7 +504,7 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
                     cnt += t
                     idx = [j for j in idx if grounded[j]]
                     for kind, qs in (("", [grounded[j] for j in idx]),
-                                     ("choice_", [with_options(grounded[j], random.Random(j)) for j in idx])):
+                                     ("choice_", [held_out_choice[j] for j in idx])):
                         if idx:
                             r, n = answers_right(model, encode([grounded_conversation(q) for q in qs], idx, shift))
                             right[kind], asked[kind] = right[kind] + r, asked[kind] + n
@@ -590,7 +599,6 @@ def build_foundation(out: str | Path, cfg: FoundationConfig | None = None, part:
         model, processor = load_model(init)
         if cfg.language_init:
             _load_part(model.language_model, Path(cfg.language_init), "language_model.", init)
-            model.tie_weights()
             info(f"language: starting from {cfg.language_init}")
         metrics["language"] = train_language(model, processor, [r for r, _ in items], cfg, out)
         lm_file.parent.mkdir(parents=True, exist_ok=True)
@@ -606,7 +614,6 @@ def build_foundation(out: str | Path, cfg: FoundationConfig | None = None, part:
         model, processor = load_model(init)
         model.vision_tower.load_state_dict(load_file(tower_file))
         _load_part(model.language_model, lm_file, "language_model.", init)
-        model.tie_weights()
         metrics["align"] = train_alignment(model, processor, items, cfg, out)
         _merge_metrics(metrics_path, "align", metrics["align"], cfg)
         final = save_model(model, processor, out / "model")
@@ -634,6 +641,7 @@ def _load_part(module, path: Path, prefix: str, init: Path) -> None:
     res = module.load_state_dict(sd, strict=False)
     if [k for k in res.missing_keys if not k.endswith("lm_head.weight")] or res.unexpected_keys:  # head: tied
         raise ConfigError(f"foundation: {path} does not fit the model: {res}")
+    module.tie_weights()  # the LLM's head is its embedding matrix (a no-op for the tower)
 
 
 def _check_overrides(init: Path, overrides: dict) -> None:
@@ -655,9 +663,6 @@ def _merge_metrics(path: Path, key: str, value: dict, cfg: FoundationConfig | No
     manifest's `config` (the last command's) does not say how an earlier part was trained."""
     cur = json.loads(path.read_text()) if path.is_file() else {}
     if cfg is not None:
-        mine = {k: v for k, v in asdict(cfg).items() if k.startswith(key + "_") or k in ("seed", "items", "threads")}
-        if key == "language":
-            mine |= {"induction_fraction": cfg.induction_fraction, "binding_formats": list(cfg.binding_formats)}
-        value = value | {"settings": mine}
+        value = value | {"settings": {k: v for k, v in asdict(cfg).items() if k in PART_SETTINGS[key]}}
     cur[key] = value
     path.write_text(json.dumps(cur, indent=2) + "\n")
