@@ -100,6 +100,7 @@ def _cmd_foundation(a):
                            vision_init=a.vision_init,
                            align_grounded_fraction=a.align_grounded_fraction,
                            align_choice_fraction=a.align_choice_fraction,
+                           align_reason_fraction=a.align_reason_fraction, tokenizer_from=a.tokenizer_from,
                            model_overrides=_json_arg(a.model, "--model"))
     print(build_foundation(a.out, cfg, part=a.part))
 
@@ -150,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--vision-steps", type=int, default=1200)
     s.add_argument("--language-steps", type=int, default=6000)
     s.add_argument("--align-steps", type=int, default=600)
-    s.add_argument("--binding-formats", default="which,hint", help="comma list of which, hint, tail, pool (see binding_example)")
+    s.add_argument("--binding-formats", default="which,hint", help="comma list of which, hint, tail, pool, enum (see binding_example)")
     s.add_argument("--induction-fraction", type=float, default=0.5)
     s.add_argument("--language-init", default="",
                    help="continue the language part from an earlier build's lm.safetensors or model.safetensors")
@@ -162,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of align clips with grounded questions instead of a caption")
     s.add_argument("--align-choice-fraction", type=float, default=0.5,
                    help="share of grounded questions asked as multiple choice (the answer is the letter)")
+    s.add_argument("--align-reason-fraction", type=float, default=0.0,
+                   help="share of those asked in reason mode (answer stated, option check, letter)")
+    s.add_argument("--tokenizer-from", default="",
+                   help="use an earlier build's tokenizer (its init/ or model/ folder) instead of training one, "
+                        "so its weights can be continued after the generator's text changed")
     s.add_argument("--threads", type=int, default=0, help="torch threads; 0 = all cores")
     s.set_defaults(func=_cmd_foundation)
 

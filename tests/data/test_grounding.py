@@ -92,3 +92,21 @@ def test_with_options_keeps_the_answer_at_its_letter_and_prefers_the_clips_own_d
             letters[letter] += 1
     assert own == sum(letters.values())
     assert min(letters.values()) > 0.12 * sum(letters.values())  # uniform letters: 20% each
+
+
+def test_with_options_in_reason_mode_states_the_answer_then_checks_the_options():
+    import random
+
+    from tinyvr.data.synthetic.grounding import with_options
+
+    _, cand = generate_item(3, "foundation", 0)
+    qs = grounded_questions(cand)
+    plain, reason = with_options(qs, random.Random(5)), with_options(qs, random.Random(5), reason=True)
+    for (kind, q, a), (_, text, letter), (_, rtext, ranswer) in zip(qs, plain, reason):
+        assert rtext == text.replace("Answer with the option's letter from the given choices directly.",
+                                     "Output the thinking process in <think> </think> and final answer (option) in "
+                                     "<answer> </answer> tags.")  # same options, same letter
+        opts = dict(line.split(". ", 1) for line in text.split("\nOptions:\n")[1].split("\n")[:-1])
+        k = "ABCDE".index(letter)
+        check = "\n".join(f"{c}. {opts[c]}: {'yes' if c == letter else 'no'}" for c in "ABCDE"[:k + 1])
+        assert ranswer == f"<think>The answer is {a}.\n{check}</think> <answer>{letter}</answer>"

@@ -97,3 +97,15 @@ def test_eval_tasks_use_the_same_suffixes():
     base = pytest.importorskip("tinyvr.eval.tasks.base")
     assert base.REASON_SUFFIX == template.REASON_SUFFIX
     assert base.OPTION_SUFFIX == template.OPTION_SUFFIX
+
+
+def test_option_check_copies_each_option_line_up_to_the_answer():
+    from tinyvr.data.template import option_check, reasoned_answer, state_answer
+
+    opts = ["cyan", "orange", "green", "red", "blue"]
+    assert option_check(opts, 2) == "A. cyan: no\nB. orange: no\nC. green: yes"
+    assert option_check(opts, 0) == "A. cyan: yes"
+    assert option_check(opts, 4).count("\n") == 4 and option_check(opts, 4).endswith("E. blue: yes")
+    think = f"{state_answer('green')}\n{option_check(opts, 2)}"
+    assert reasoned_answer(think, "C") == ("<think>The answer is green.\nA. cyan: no\nB. orange: no\nC. green: yes"
+                                           "</think> <answer>C</answer>")

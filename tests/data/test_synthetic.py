@@ -154,7 +154,9 @@ def test_grpo_jsonl_fields(dataset):
             assert row["solution"] == f"<answer>{row['answer']}</answer>"
             assert row["video_filename"] == f"./videos/{split}/{row['id']}.mp4"
             assert (out / row["video_filename"][2:]).is_file()
-            assert re.search(rf"(answer is|option is|option) {row['answer']}\b", row["reasoning"]), row["reasoning"]
+            # the trace ends with the option check, whose last line is the answer's
+            last = row["reasoning"].split("\n")[-1]
+            assert last == f"{row['answer']}. {row['options']['ABCDE'.index(row['answer'])]}: yes", row["reasoning"]
 
 
 def test_llava_json_files(dataset):
@@ -234,9 +236,11 @@ def test_families_cover_and_answers_are_options():
         rec, _ = generate_item(5, "sft", i)
         seen.add(rec["family"])
         assert rec["options"]["ABCDE".index(rec["answer"])] == rec["answer_text"]
-        assert rec["caption"] and rec["reasoning"].rstrip().endswith(
-            (f"{rec['answer']}.", f"{rec['answer_text']}.", f"({rec['answer_text']}).")
-        )
+        k = "ABCDE".index(rec["answer"])
+        head, *check = rec["reasoning"].split("\n")
+        assert rec["caption"] and head.endswith(f" The answer is {rec['answer_text']}.")
+        # one line per option up to the answer's: a copy of the option line, then no / yes
+        assert check == [f"{c}. {rec['options'][i]}: {'yes' if i == k else 'no'}" for i, c in enumerate("ABCDE"[:k + 1])]
     assert seen == set(FAMILIES)
 
 

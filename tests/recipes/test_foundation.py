@@ -14,7 +14,7 @@ from tinyvr.recipes.foundation import (FoundationConfig, binding_example, build_
                                        induction_example, patch_labels)
 
 TOY = dict(items=16, vision_steps=4, vision_batch=2, language_steps=4, language_batch=4, align_steps=4, align_batch=2,
-           save_every=2, threads=1)
+           save_every=2, threads=1, binding_formats=("which", "enum"), align_reason_fraction=0.5)
 
 
 def test_patch_labels_match_the_rendered_pixels():
@@ -86,6 +86,49 @@ def test_binding_example_targets_the_letter_of_the_stated_option():
         binding_example(rng, records[0], tok, ("pool",), pool=["a", "b"])
 
 
+def test_enum_binding_example_targets_the_option_check_and_the_letter():
+    """Reason mode: the answer is stated in the thinking (context), the targets are the option check
+    up to the stated option's line, `</think>` and that line's letter in <answer> tags."""
+    from tinyvr.data.tokenizer import build_tiny_tokenizer
+    from tinyvr.recipes.foundation import language_batch
+
+    tok = build_tiny_tokenizer()
+    records = [r for r, _ in foundation_items(0, 8)]
+    pool = sorted({o for r in records for o in r["options"]})
+    rng, letters, own = random.Random(0), set(), 0
+    for i in range(60):
+        ids, a = binding_example(rng, records[i % 8], tok, ("enum",), pool)
+        prompt, target = tok.decode(ids[:a]), tok.decode(ids[a:])
+        assert prompt.startswith("USER: ") and "<answer> </answer> tags. ASSISTANT: <think>The answer is " in prompt
+        stated = prompt.split("<think>The answer is ")[1][:-2]  # "... is X.\n"
+        options = dict(ln.split(". ", 1) for ln in prompt.split("\n") if ln[:3] in {f"{c}. " for c in "ABCDE"})
+        letter = next(k for k, v in options.items() if v == stated)
+        check = "\n".join(f"{c}. {options[c]}: {'yes' if c == letter else 'no'}" for c in "ABCDE"[:"ABCDE".index(letter) + 1])
+        assert target == f"{check}</think> <answer>{letter}</answer>"
+        letters.add(letter)
+        own += sorted(options.values()) == sorted(records[i % 8]["options"])
+    assert letters == set("ABCDE") and 10 < own < 50  # half of the option sets from the pool
+    b = language_batch(random.Random(1), records, tok, 16, 0.0, ("which", "enum"), pool)
+    kinds = set(b["kinds"])
+    assert kinds == {"binding", "enum"}
+    assert all((e - a == 1) == (k == "binding") for k, (a, e) in zip(b["kinds"], b["spans"]))
+
+
+def test_record_accuracy_counts_an_enum_answer_only_when_every_token_is_right():
+    from tinyvr.recipes.foundation import _record_accuracy
+
+    ids = torch.tensor([[5, 6, 7, 8, 9], [5, 6, 7, 8, 9], [5, 6, 7, 8, 9]])
+    batch = {"input_ids": ids, "kinds": ["induction", "enum", "enum"], "spans": [(2, 5), (2, 5), (2, 5)]}
+    logits = torch.zeros(3, 5, 20)
+    for i in range(3):
+        for t in range(4):  # predict the next token everywhere ...
+            logits[i, t, ids[i, t + 1]] = 1.0
+    logits[0, 2, 0] = logits[1, 2, 0] = 5.0  # ... except the second target of rows 0 and 1
+    hist = {"induction": [], "binding": [], "enum": []}
+    _record_accuracy(hist, logits, batch)
+    assert hist["induction"] == [pytest.approx(2 / 3)] and hist["enum"] == [0.0, 1.0]
+
+
 def test_induction_example_repeats_its_sequence():
     rng = random.Random(1)
     for _ in range(50):
@@ -121,12 +164,13 @@ def test_foundation_trains_the_tower_and_the_llm_and_records_its_weights(toy_fou
     assert m["metrics"]["align"]["first_sentence_loss_matched"] > 0
     assert 0.0 <= m["metrics"]["align"]["grounded_acc_matched"] <= 1.0
     assert 0.0 <= m["metrics"]["align"]["grounded_choice_acc_mismatched"] <= 1.0
+    assert 0.0 <= m["metrics"]["align"]["grounded_reason_acc_matched"] <= 1.0  # reason mode is trained
     assert 0.0 <= m["metrics"]["vision"]["colour_acc"] <= 1.0
     # each part keeps the settings it was trained with (parts can run as separate commands)
     assert m["metrics"]["language"]["settings"]["language_steps"] == 4
-    assert m["metrics"]["language"]["settings"]["binding_formats"] == ["which", "hint"]
+    assert m["metrics"]["language"]["settings"]["binding_formats"] == ["which", "enum"]
     assert "align_steps" not in m["metrics"]["language"]["settings"]
-    assert m["metrics"]["align"]["settings"]["binding_formats"] == ["which", "hint"]  # replayed in align
+    assert m["metrics"]["align"]["settings"]["binding_formats"] == ["which", "enum"]  # replayed in align
     # every training setting is recorded by some part (save_every changes no number)
     from dataclasses import fields
 
@@ -174,6 +218,14 @@ def test_parts_can_continue_from_an_earlier_build(toy_foundation, tmp_path):
     assert all(torch.equal(v, whole["vision_tower." + k]) for k, v in tower.items())
     fresh = load_file(out / "init" / "model.safetensors")
     assert not all(torch.equal(v, fresh["vision_tower." + k]) for k, v in tower.items())
+    # another seed's items train another tokenizer, unless the build takes an earlier one's
+    def tokenizer_of(out, **kw):
+        build_foundation(out, FoundationConfig(**(TOY | {"seed": 1, "vision_steps": 0} | kw)), part="vision")
+        return (out / "init" / "tokenizer.json").read_text()
+
+    ours = (toy_foundation / "init" / "tokenizer.json").read_text()
+    assert tokenizer_of(tmp_path / "seed1") != ours
+    assert tokenizer_of(tmp_path / "seed1b", tokenizer_from=str(toy_foundation / "init")) == ours
     # a whole model trained with another tokenizer is refused
     other = tmp_path / "other"
     shutil.copytree(toy_foundation / "model", other)
@@ -193,6 +245,10 @@ def test_foundation_rejects_bad_settings(tmp_path):
         build_foundation(tmp_path, FoundationConfig(language_init=str(tmp_path / "nope.safetensors")))
     with pytest.raises(ConfigError, match="align_choice_fraction"):
         build_foundation(tmp_path, FoundationConfig(align_choice_fraction=-0.1))
+    with pytest.raises(ConfigError, match="align_reason_fraction"):
+        build_foundation(tmp_path, FoundationConfig(align_reason_fraction=2.0))
+    with pytest.raises(ConfigError, match="tokenizer_from: no tokenizer.json"):
+        build_foundation(tmp_path, FoundationConfig(tokenizer_from=str(tmp_path)))
     with pytest.raises(ConfigError, match="--part"):
         build_foundation(tmp_path, FoundationConfig(**TOY), part="everything")
     with pytest.raises(ConfigError, match="run the vision and language parts first"):

@@ -8,6 +8,7 @@ Multi-turn conversations repeat "USER: {q} ASSISTANT: {a}<|endoftext|>" after th
 
 from __future__ import annotations
 
+import string
 from typing import Sequence
 
 from tinyvr.constants import EOS_TOKEN, IMAGE_TOKEN
@@ -23,6 +24,26 @@ GRPO_QUESTION_TEMPLATE = "{Question} " + REASON_SUFFIX
 USER = "USER: "
 ASSISTANT = "ASSISTANT:"  # the generation prompt ends here, without a trailing space
 ANSWER_SEP = " "  # between "ASSISTANT:" and the answer; it is part of the answer's first token
+
+
+def option_check(options: Sequence[str], answer: int) -> str:
+    """The look-up from an answer's text to its letter, written out: "A. cyan: no" ... up to the
+    answer's line, "C. green: yes". Each line is a copy of an option line plus one comparison with
+    the stated answer, steps a small model learns quickly, where naming the letter in one step needs
+    a content look-up it learns very slowly (docs/tiny-study.md, item 24). The answer's letter is
+    then the last line's."""
+    return "\n".join(f"{string.ascii_uppercase[i]}. {options[i]}: {'yes' if i == answer else 'no'}"
+                     for i in range(answer + 1))
+
+
+def state_answer(text: str) -> str:
+    """The thinking's last sentence before the option check: the answer's text, stated."""
+    return f"The answer is {text}."
+
+
+def reasoned_answer(think: str, letter: str) -> str:
+    """A reason-mode answer: the thinking in <think> tags, then the letter in <answer> tags."""
+    return f"<think>{think}</think> <answer>{letter}</answer>"
 
 
 def format_question(question: str) -> str:

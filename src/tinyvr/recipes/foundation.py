@@ -47,7 +47,8 @@ import torch
 import torch.nn.functional as F
 
 from tinyvr.data.synthetic.grounding import grounded_conversation, grounded_questions, with_options
-from tinyvr.data.template import ANSWER_SEP, ASSISTANT, OPTION_SUFFIX, USER
+from tinyvr.data.template import (ANSWER_SEP, ASSISTANT, OPTION_SUFFIX, REASON_SUFFIX, USER, option_check,
+                                  reasoned_answer, state_answer)
 from tinyvr.errors import ConfigError
 from tinyvr.utils.hashing import file_sha256
 from tinyvr.utils.logging import banner, info
@@ -55,13 +56,13 @@ from tinyvr.utils.logging import banner, info
 SPLIT = "foundation"  # the generator's rng stream for foundation items (disjoint from the demo's)
 LETTERS = "ABCDE"
 PARTS = ("all", "vision", "language", "align")
-_COMMON = ("seed", "items", "model_overrides", "threads")
+_COMMON = ("seed", "items", "model_overrides", "threads", "tokenizer_from")
 _LANGUAGE_MIX = ("induction_fraction", "binding_formats")  # the language part's, replayed during align
 PART_SETTINGS = {  # the FoundationConfig fields each part trains with (recorded next to its metrics)
     "vision": _COMMON + ("vision_steps", "vision_lr", "vision_batch", "vision_init"),
     "language": _COMMON + _LANGUAGE_MIX + ("language_steps", "language_lr", "language_batch", "language_init"),
     "align": _COMMON + _LANGUAGE_MIX + ("align_steps", "align_lr", "align_batch", "align_grounded_fraction",
-                                        "align_choice_fraction"),
+                                        "align_choice_fraction", "align_reason_fraction"),
 }
 
 
@@ -89,6 +90,10 @@ class FoundationConfig:
     align_batch: int = 16  # clips per step, plus as many language examples
     align_grounded_fraction: float = 0.5  # clips that get grounded questions instead of a caption
     align_choice_fraction: float = 0.5  # grounded questions asked as multiple choice (answer: the letter)
+    align_reason_fraction: float = 0.0  # of those, asked in reason mode (answer stated, option check, letter)
+    # tokenizer of an earlier build's folder (init/ or model/) instead of one trained on the items' text:
+    # its weights can then be continued after the generator's text changed
+    tokenizer_from: str = ""
     save_every: int = 500
     threads: int = 0  # torch threads; 0 = all cores
 
@@ -101,7 +106,8 @@ class FoundationConfig:
         if bad or not self.binding_formats:
             raise ConfigError(f"foundation.binding_formats must be a non-empty subset of {list(BINDING_FORMATS)}, "
                               f"got {list(self.binding_formats)}")
-        for name in ("induction_fraction", "align_grounded_fraction", "align_choice_fraction"):
+        for name in ("induction_fraction", "align_grounded_fraction", "align_choice_fraction",
+                     "align_reason_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"foundation.{name} must be in [0, 1], got {getattr(self, name)}")
         if not isinstance(self.model_overrides, dict):
@@ -109,6 +115,8 @@ class FoundationConfig:
         for name in ("language_init", "vision_init"):
             if getattr(self, name) and not Path(getattr(self, name)).is_file():
                 raise ConfigError(f"foundation.{name}: no file {getattr(self, name)}")
+        if self.tokenizer_from and not (Path(self.tokenizer_from) / "tokenizer.json").is_file():
+            raise ConfigError(f"foundation.tokenizer_from: no tokenizer.json in {self.tokenizer_from}")
         if self.items < 16:
             raise ConfigError(f"foundation.items must be at least 16, got {self.items}")
 
@@ -255,7 +263,7 @@ def train_vision(model, processor, items, cfg: FoundationConfig, out: Path) -> d
 # language: induction + multiple-choice binding
 
 
-BINDING_FORMATS = ("which", "hint", "tail", "pool")
+BINDING_FORMATS = ("which", "hint", "tail", "pool", "enum")
 
 
 def binding_example(rng: random.Random, record: dict, tokenizer,
@@ -268,9 +276,11 @@ def binding_example(rng: random.Random, record: dict, tokenizer,
     before the letter, as the answer's content sits at the answer position when it comes from the
     video. "pool": as "which", but five option texts drawn from `pool` (every option text of the
     items), so they rarely share words: the easy end of a curriculum (real option sets such as five
-    directions differ in one word of three)."""
+    directions differ in one word of three). "enum": reason mode, the thinking opens with the answer
+    stated (context, not a target) and the targets are the option check, `</think>` and the letter in
+    `<answer>` tags (half of the option sets from `pool`): the look-up as a chain of copies."""
     fmt = formats[int(rng.random() * len(formats))]
-    if fmt == "pool":
+    if fmt == "pool" or (fmt == "enum" and pool and rng.random() < 0.5):
         if not pool or len(pool) < len(LETTERS):
             raise ConfigError(f"binding format 'pool' needs at least {len(LETTERS)} distinct option texts")
         opts = rng.sample(pool, len(LETTERS))
@@ -279,6 +289,15 @@ def binding_example(rng: random.Random, record: dict, tokenizer,
         rng.shuffle(opts)
     k = rng.randrange(len(opts))
     lines = "\n".join(f"{LETTERS[i]}. {t}" for i, t in enumerate(opts))
+    if fmt == "enum":  # reason mode: the answer stated in the thinking (given), then the check is the target
+        context = tokenizer(f"{USER}{record['question']}\nOptions:\n{lines}\n{REASON_SUFFIX} {ASSISTANT}"
+                            f"{ANSWER_SEP}<think>{state_answer(opts[k])}\n")["input_ids"]
+        answer = reasoned_answer(state_answer(opts[k]) + "\n" + option_check(opts, k), LETTERS[k])
+        ids = tokenizer(f"{USER}{record['question']}\nOptions:\n{lines}\n{REASON_SUFFIX} {ASSISTANT}"
+                        f"{ANSWER_SEP}{answer}")["input_ids"]
+        if ids[:len(context)] != context:  # pragma: no cover - the tags and newline are whole tokens
+            raise RuntimeError("enum binding example: the thinking's prefix does not tokenize on its own")
+        return ids, len(context)
     if fmt in ("which", "pool"):
         human, lead = f"Which option is {opts[k]}?\nOptions:\n{lines}\n{OPTION_SUFFIX}", ""
     elif fmt == "hint":
@@ -313,7 +332,8 @@ def language_batch(rng: random.Random, records, tokenizer, size: int, induction_
         if rng.random() < induction_fraction:
             examples.append((*induction_example(rng, len(tokenizer)), "induction"))
         else:
-            examples.append((*binding_example(rng, rng.choice(records), tokenizer, formats, pool), "binding"))
+            ids, a = binding_example(rng, rng.choice(records), tokenizer, formats, pool)
+            examples.append((ids, a, "binding" if len(ids) - a == 1 else "enum"))
     B, L = len(examples), max(len(e[0]) for e in examples)
     ids = torch.zeros(B, L, dtype=torch.long)
     att = torch.zeros(B, L, dtype=torch.long)
@@ -327,11 +347,13 @@ def language_batch(rng: random.Random, records, tokenizer, size: int, induction_
 
 
 def _record_accuracy(hist: dict, logits: torch.Tensor, batch: dict) -> None:
-    """Share of each example's targets predicted exactly (greedy), appended per kind."""
+    """Per example and kind: induction, the share of its targets predicted right (greedy); binding
+    and enum, whether all of them are (the greedy answer is then exactly right)."""
     with torch.no_grad():
         pred = logits[:, :-1].argmax(-1)
         for i, (kind, (a, end)) in enumerate(zip(batch["kinds"], batch["spans"])):
-            hist[kind].append((pred[i, a - 1:end - 1] == batch["input_ids"][i, a:end]).float().mean().item())
+            right = pred[i, a - 1:end - 1] == batch["input_ids"][i, a:end]
+            hist[kind].append(right.float().mean().item() if kind == "induction" else float(right.all()))
 
 
 def _recent_accuracy(hist: dict, n: int, digits: int = 3) -> dict:
@@ -367,7 +389,7 @@ def train_language(model, processor, records, cfg: FoundationConfig, out: Path) 
         lm.load_state_dict(st["lm"]); opt.load_state_dict(st["opt"]); sched.load_state_dict(st["sched"])
         rng.setstate(st["rng"]); start = st["step"]
         info(f"language: resumed at step {start}")
-    hist: dict[str, list[float]] = {"induction": [], "binding": []}
+    hist: dict[str, list[float]] = {"induction": [], "binding": [], "enum": []}
     formats, pool = tuple(cfg.binding_formats), option_pool(records)
     t0 = time.time()
     for step in range(start, cfg.language_steps):
@@ -464,7 +486,9 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
         info(f"align: resumed at step {start}")
 
     grounded = [grounded_questions(cand, processor.num_frames) for _, cand in items]
-    held_out_choice = [with_options(grounded[j], random.Random(j)) for j in range(n_va)]  # fixed options
+    held_out = {"choice_": [with_options(grounded[j], random.Random(j)) for j in range(n_va)]}  # fixed options
+    if cfg.align_reason_fraction:
+        held_out["reason_"] = [with_options(grounded[j], random.Random(j), reason=True) for j in range(n_va)]
 
     def caption_conversation(i: int, text: str) -> list[dict]:
         return [{"from": "human", "value": "<image>\n" + records[i]["prompt"]}, {"from": "gpt", "value": text}]
@@ -476,8 +500,14 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
         if grounded[i] and rng.random() < cfg.align_grounded_fraction:
             picks = rng.sample(range(len(grounded[i])), min(GROUNDED_TURNS, len(grounded[i])))
             mc = with_options(grounded[i], rng)  # distractors from all of the clip's answers
-            return grounded_conversation([mc[j] if rng.random() < cfg.align_choice_fraction else grounded[i][j]
-                                          for j in picks])
+            rs = with_options(grounded[i], rng, reason=True) if cfg.align_reason_fraction else None
+            turns = []
+            for j in picks:
+                if rng.random() >= cfg.align_choice_fraction:
+                    turns.append(grounded[i][j])
+                else:
+                    turns.append(rs[j] if rs and rng.random() < cfg.align_reason_fraction else mc[j])
+            return grounded_conversation(turns)
         return caption_conversation(i, caption_cut(rng, records[i]["caption"]))
 
     def encode(convs: list, idx: list[int], shift: int = 0) -> dict:
@@ -488,14 +518,15 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
 
     def evaluate() -> dict:
         """On held-out clips, with each clip and with another clip: the caption's first-sentence loss,
-        and the share of grounded answers right (teacher-forced, every token), asked openly and as
-        multiple choice (fixed options per clip)."""
+        and the share of grounded answers right (teacher-forced, every token), asked openly, as
+        multiple choice (fixed options per clip) and, when the align part trains it, as multiple
+        choice in reason mode (answer stated, option check, letter)."""
         model.eval()
         res = {}
         with torch.no_grad():
             for name, shift in (("matched", 0), ("mismatched", 1)):
                 tot = cnt = 0
-                right, asked = {"": 0, "choice_": 0}, {"": 0, "choice_": 0}
+                right, asked = dict.fromkeys(["", *held_out], 0), dict.fromkeys(["", *held_out], 0)
                 for i in range(0, n_va, 32):
                     idx = list(range(i, min(i + 32, n_va)))
                     b = encode([first_sentence(j) for j in idx], idx, shift)
@@ -504,7 +535,7 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
                     cnt += t
                     idx = [j for j in idx if grounded[j]]
                     for kind, qs in (("", [grounded[j] for j in idx]),
-                                     ("choice_", [held_out_choice[j] for j in idx])):
+                                     *((k, [v[j] for j in idx]) for k, v in held_out.items())):
                         if idx:
                             r, n = answers_right(model, encode([grounded_conversation(q) for q in qs], idx, shift))
                             right[kind], asked[kind] = right[kind] + r, asked[kind] + n
@@ -514,7 +545,7 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
         model.train()
         return res
 
-    hist: dict[str, list[float]] = {"induction": [], "binding": []}
+    hist: dict[str, list[float]] = {"induction": [], "binding": [], "enum": []}
     formats, pool = tuple(cfg.binding_formats), option_pool(records)
     t0, loss = time.time(), torch.tensor(float("nan"))
     for step in range(start, cfg.align_steps):
@@ -573,7 +604,7 @@ def build_foundation(out: str | Path, cfg: FoundationConfig | None = None, part:
         # written aside, then renamed: two parts started side by side cannot see half a folder
         tmp = out / f"init.tmp{os.getpid()}"
         init_model_folder("tiny", tmp, seed=cfg.seed, corpus=corpus_of([r for r, _ in items]),
-                          overrides=cfg.model_overrides)
+                          tokenizer=cfg.tokenizer_from or None, overrides=cfg.model_overrides)
         try:
             tmp.rename(init)
         except OSError:  # the other part was first; its folder is the same (same seed)

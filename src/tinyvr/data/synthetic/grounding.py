@@ -17,7 +17,7 @@ from tinyvr.data.synthetic.questions import Candidate
 from tinyvr.data.synthetic.scene import COLOURS, sample_indices
 from tinyvr.data.synthetic.text import region
 from tinyvr.data.synthetic.writer import LETTERS, NUM_OPTIONS, format_problem
-from tinyvr.data.template import OPTION_SUFFIX
+from tinyvr.data.template import OPTION_SUFFIX, REASON_SUFFIX, option_check, reasoned_answer, state_answer
 
 KINDS = ("colour_start", "where_start", "colour_end", "where_end")
 REGIONS = tuple(region(x, y, 3) for y in (0.5, 1.5, 2.5) for x in (0.5, 1.5, 2.5))
@@ -49,11 +49,14 @@ def grounded_conversation(questions: list[tuple[str, str, str]]) -> list[dict]:
     return conv
 
 
-def with_options(questions: list[tuple[str, str, str]], rng: random.Random) -> list[tuple[str, str, str]]:
+def with_options(questions: list[tuple[str, str, str]], rng: random.Random,
+                 reason: bool = False) -> list[tuple[str, str, str]]:
     """The same questions as multiple choice: (kind, question + options + the option instruction,
     answer letter). Distractors are the answers of the clip's other questions of the same kind
     first (the other objects' colours or places, so naming any colour seen is not enough), then
-    other colours or regions; the answer's letter is uniform."""
+    other colours or regions; the answer's letter is uniform. `reason`: asked with the reasoning
+    instruction, answered as the cold start answers: the answer stated, the option check, the letter
+    (`reasoned_answer`)."""
     out = []
     for kind, q, a in questions:
         seen = [x for k, _, x in questions if k == kind and x != a]
@@ -63,5 +66,9 @@ def with_options(questions: list[tuple[str, str, str]], rng: random.Random) -> l
         wrong = list(dict.fromkeys(seen + rest))[:NUM_OPTIONS - 1]
         k = rng.randrange(NUM_OPTIONS)
         options = wrong[:k] + [a] + wrong[k:]
-        out.append((kind, f"{format_problem(q, options)}\n{OPTION_SUFFIX}", LETTERS[k]))
+        if reason:
+            out.append((kind, f"{format_problem(q, options)}\n{REASON_SUFFIX}",
+                        reasoned_answer(f"{state_answer(a)}\n{option_check(options, k)}", LETTERS[k])))
+        else:
+            out.append((kind, f"{format_problem(q, options)}\n{OPTION_SUFFIX}", LETTERS[k]))
     return out

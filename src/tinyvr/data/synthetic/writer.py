@@ -21,7 +21,7 @@ import numpy as np
 
 from ...errors import ConfigError
 from ...utils.hashing import file_sha256
-from ..template import OPTION_SUFFIX, REASON_SUFFIX
+from ..template import OPTION_SUFFIX, REASON_SUFFIX, option_check, reasoned_answer, state_answer
 from .captions import PRETRAIN_PROMPTS, caption
 from .questions import FAMILIES, Candidate, Ctx, build_candidate
 from .render import X264_OPTIONS, encode_mp4
@@ -35,7 +35,7 @@ from .scene import (
     VERIFY_NUM_FRAMES,
 )
 
-GENERATOR_VERSION = "tinyvr-synthetic-3"
+GENERATOR_VERSION = "tinyvr-synthetic-4"  # 4: traces end with the option check
 SPLITS: tuple[str, ...] = ("pretrain", "sft", "rl", "test", "test_heldout", "coldstart")
 # Sized for the CPU demo (about a minute with 2 workers); every split can be resized.
 DEFAULT_SIZES: dict[str, int] = {
@@ -95,19 +95,14 @@ def _options(rng: np.random.Generator, answer: str, distractors: list[str], lett
     return wrong[:letter] + [answer] + wrong[letter:]
 
 
-def _reasoning(rng: np.random.Generator, cand: Candidate, letter: str, answer: str) -> str:
+def _reasoning(rng: np.random.Generator, cand: Candidate, options: list[str], answer: int) -> str:
+    """The cold start's thinking: the scene's evidence (sometimes a re-check), the answer's text
+    stated, then the option check that finds its letter line by line (`option_check`)."""
     parts = list(cand.qa.evidence)
     if cand.qa.check and rng.random() < 0.3:
         parts.append(cand.qa.check)
-    endings = [
-        f"Therefore the answer is {letter}.",
-        f"The correct option is {letter} ({answer}).",
-        f"That matches option {letter}: {answer}.",
-    ]
-    if not parts[-1].startswith("So "):
-        endings.append(f"So the answer is {letter}.")
-    parts.append(endings[int(rng.integers(len(endings)))])
-    return " ".join(parts)
+    parts.append(state_answer(options[answer]))
+    return " ".join(parts) + "\n" + option_check(options, answer)
 
 
 def generate_item(seed: int, split: str, index: int, frame_size: int = 64) -> tuple[dict, Candidate]:
@@ -129,7 +124,7 @@ def generate_item(seed: int, split: str, index: int, frame_size: int = 64) -> tu
         "options": options,
         "answer": letter,
         "answer_text": cand.qa.answer,
-        "reasoning": _reasoning(rng, cand, letter, cand.qa.answer),
+        "reasoning": _reasoning(rng, cand, options, letter_idx),
         "caption": caption(rng, sc, cand.track, cand.view),
         "prompt": PRETRAIN_PROMPTS[int(rng.integers(len(PRETRAIN_PROMPTS)))],
         "num_frames": sc.num_frames,
@@ -351,7 +346,7 @@ def generate_dataset(
             _llava(
                 r,
                 f"<image>\n{format_problem(r['question'], r['options'])} {REASON_SUFFIX}",
-                f"<think>{r['reasoning']}</think> <answer>{r['answer']}</answer>",
+                reasoned_answer(r["reasoning"], r["answer"]),
                 family=r["family"],
                 answer=r["answer"],
             )
