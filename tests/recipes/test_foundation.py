@@ -214,6 +214,7 @@ def test_parts_can_continue_from_an_earlier_build(toy_foundation, tmp_path):
         part="language")
     a, b = load_file(toy_foundation / "language" / "lm.safetensors"), load_file(out / "language" / "lm.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((out / "metrics.json").read_text())["vision"]["loss"] is None  # no step, no NaN in the JSON
     tower = load_file(out / "vision" / "tower.safetensors")
     assert all(torch.equal(v, whole["vision_tower." + k]) for k, v in tower.items())
     fresh = load_file(out / "init" / "model.safetensors")

@@ -254,7 +254,7 @@ def train_vision(model, processor, items, cfg: FoundationConfig, out: Path) -> d
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.vision_steps:
             _save_checkpoint(ckpt, {"tower": tower.state_dict(), "heads": heads.state_dict(), "opt": opt.state_dict(),
                                     "sched": sched.state_dict(), "gen": g.get_state(), "step": step + 1})
-    metrics = {**evaluate(), "loss": round(loss.item(), 4), "steps": cfg.vision_steps}
+    metrics = {**evaluate(), "loss": _last(loss), "steps": cfg.vision_steps}
     tower.requires_grad_(False)
     return metrics
 
@@ -359,6 +359,11 @@ def _record_accuracy(hist: dict, logits: torch.Tensor, batch: dict) -> None:
 def _recent_accuracy(hist: dict, n: int, digits: int = 3) -> dict:
     """Mean of the last `n` per-example accuracies of each kind."""
     return {k: round(float(np.mean(v[-n:])), digits) if v else None for k, v in hist.items()}
+
+
+def _last(loss: torch.Tensor) -> float | None:
+    """The last training loss for the metrics file; None when the part trained no step (JSON has no NaN)."""
+    return None if math.isnan(loss.item()) else round(loss.item(), 4)
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
@@ -567,7 +572,7 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
             _save_checkpoint(ckpt, {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                                     "rng": rng.getstate(), "step": step + 1})
     model.requires_grad_(False)
-    return {**evaluate(), "video_loss": round(loss.item(), 4), "steps": cfg.align_steps,
+    return {**evaluate(), "video_loss": _last(loss), "steps": cfg.align_steps,
             **{f"{k}_acc": v for k, v in _recent_accuracy(hist, 800, 4).items()}}
 
 
