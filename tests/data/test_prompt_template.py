@@ -109,3 +109,11 @@ def test_option_check_copies_each_option_line_up_to_the_answer():
     think = f"{state_answer('green')}\n{option_check(opts, 2)}"
     assert reasoned_answer(think, "C") == ("<think>The answer is green.\nA. cyan: no\nB. orange: no\nC. green: yes"
                                            "</think> <answer>C</answer>")
+
+
+def test_checked_thinking_puts_the_evidence_before_the_stated_answer():
+    from tinyvr.data.template import checked_thinking
+
+    opts = ["cyan", "green"]
+    assert checked_thinking(opts, 1) == "The answer is green.\nA. cyan: no\nB. green: yes"
+    assert checked_thinking(opts, 0, "It is cyan.") == "It is cyan. The answer is cyan.\nA. cyan: yes"

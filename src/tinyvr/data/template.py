@@ -41,6 +41,13 @@ def state_answer(text: str) -> str:
     return f"The answer is {text}."
 
 
+def checked_thinking(options: Sequence[str], answer: int, evidence: str = "") -> str:
+    """The thinking of a reason-mode answer: the evidence (if any), the answer's text stated, then
+    the option check on its own lines."""
+    head = f"{evidence} {state_answer(options[answer])}" if evidence else state_answer(options[answer])
+    return f"{head}\n{option_check(options, answer)}"
+
+
 def reasoned_answer(think: str, letter: str) -> str:
     """A reason-mode answer: the thinking in <think> tags, then the letter in <answer> tags."""
     return f"<think>{think}</think> <answer>{letter}</answer>"

@@ -47,8 +47,8 @@ import torch
 import torch.nn.functional as F
 
 from tinyvr.data.synthetic.grounding import grounded_conversation, grounded_questions, with_options
-from tinyvr.data.template import (ANSWER_SEP, ASSISTANT, OPTION_SUFFIX, REASON_SUFFIX, USER, option_check,
-                                  reasoned_answer, state_answer)
+from tinyvr.data.template import (ANSWER_SEP, ASSISTANT, OPTION_SUFFIX, REASON_SUFFIX, USER, checked_thinking,
+                                  reasoned_answer)
 from tinyvr.errors import ConfigError
 from tinyvr.utils.hashing import file_sha256
 from tinyvr.utils.logging import banner, info
@@ -290,11 +290,10 @@ def binding_example(rng: random.Random, record: dict, tokenizer,
     k = rng.randrange(len(opts))
     lines = "\n".join(f"{LETTERS[i]}. {t}" for i, t in enumerate(opts))
     if fmt == "enum":  # reason mode: the answer stated in the thinking (given), then the check is the target
-        context = tokenizer(f"{USER}{record['question']}\nOptions:\n{lines}\n{REASON_SUFFIX} {ASSISTANT}"
-                            f"{ANSWER_SEP}<think>{state_answer(opts[k])}\n")["input_ids"]
-        answer = reasoned_answer(state_answer(opts[k]) + "\n" + option_check(opts, k), LETTERS[k])
-        ids = tokenizer(f"{USER}{record['question']}\nOptions:\n{lines}\n{REASON_SUFFIX} {ASSISTANT}"
-                        f"{ANSWER_SEP}{answer}")["input_ids"]
+        text = (f"{USER}{record['question']}\nOptions:\n{lines}\n{REASON_SUFFIX} {ASSISTANT}{ANSWER_SEP}"
+                + reasoned_answer(checked_thinking(opts, k), LETTERS[k]))
+        context = tokenizer(text[:text.index("\n", text.index("<think>")) + 1])["input_ids"]  # to the stated answer
+        ids = tokenizer(text)["input_ids"]
         if ids[:len(context)] != context:  # pragma: no cover - the tags and newline are whole tokens
             raise RuntimeError("enum binding example: the thinking's prefix does not tokenize on its own")
         return ids, len(context)

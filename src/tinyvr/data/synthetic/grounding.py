@@ -17,7 +17,7 @@ from tinyvr.data.synthetic.questions import Candidate
 from tinyvr.data.synthetic.scene import COLOURS, sample_indices
 from tinyvr.data.synthetic.text import region
 from tinyvr.data.synthetic.writer import LETTERS, NUM_OPTIONS, format_problem
-from tinyvr.data.template import OPTION_SUFFIX, REASON_SUFFIX, option_check, reasoned_answer, state_answer
+from tinyvr.data.template import OPTION_SUFFIX, REASON_SUFFIX, checked_thinking, reasoned_answer
 
 KINDS = ("colour_start", "where_start", "colour_end", "where_end")
 REGIONS = tuple(region(x, y, 3) for y in (0.5, 1.5, 2.5) for x in (0.5, 1.5, 2.5))
@@ -68,7 +68,7 @@ def with_options(questions: list[tuple[str, str, str]], rng: random.Random,
         options = wrong[:k] + [a] + wrong[k:]
         if reason:
             out.append((kind, f"{format_problem(q, options)}\n{REASON_SUFFIX}",
-                        reasoned_answer(f"{state_answer(a)}\n{option_check(options, k)}", LETTERS[k])))
+                        reasoned_answer(checked_thinking(options, k), LETTERS[k])))
         else:
             out.append((kind, f"{format_problem(q, options)}\n{OPTION_SUFFIX}", LETTERS[k]))
     return out

@@ -21,7 +21,7 @@ import numpy as np
 
 from ...errors import ConfigError
 from ...utils.hashing import file_sha256
-from ..template import OPTION_SUFFIX, REASON_SUFFIX, option_check, reasoned_answer, state_answer
+from ..template import OPTION_SUFFIX, REASON_SUFFIX, checked_thinking, reasoned_answer
 from .captions import PRETRAIN_PROMPTS, caption
 from .questions import FAMILIES, Candidate, Ctx, build_candidate
 from .render import X264_OPTIONS, encode_mp4
@@ -101,8 +101,7 @@ def _reasoning(rng: np.random.Generator, cand: Candidate, options: list[str], an
     parts = list(cand.qa.evidence)
     if cand.qa.check and rng.random() < 0.3:
         parts.append(cand.qa.check)
-    parts.append(state_answer(options[answer]))
-    return " ".join(parts) + "\n" + option_check(options, answer)
+    return checked_thinking(options, answer, " ".join(parts))
 
 
 def generate_item(seed: int, split: str, index: int, frame_size: int = 64) -> tuple[dict, Candidate]:
