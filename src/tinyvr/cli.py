@@ -100,7 +100,8 @@ def _cmd_foundation(a):
                            vision_init=a.vision_init,
                            align_grounded_fraction=a.align_grounded_fraction,
                            align_choice_fraction=a.align_choice_fraction,
-                           align_reason_fraction=a.align_reason_fraction, tokenizer_from=a.tokenizer_from,
+                           align_reason_fraction=a.align_reason_fraction,
+                           align_question_fraction=a.align_question_fraction, tokenizer_from=a.tokenizer_from,
                            model_overrides=_json_arg(a.model, "--model"))
     print(build_foundation(a.out, cfg, part=a.part))
 
@@ -165,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of grounded questions asked as multiple choice (the answer is the letter)")
     s.add_argument("--align-reason-fraction", type=float, default=0.0,
                    help="share of those asked in reason mode (answer stated, option check, letter)")
+    s.add_argument("--align-question-fraction", type=float, default=0.0,
+                   help="share of grounded clips that also get their item's own question (any family), "
+                        "answered openly with the answer's text")
     s.add_argument("--tokenizer-from", default="",
                    help="use an earlier build's tokenizer (its init/ or model/ folder) instead of training one, "
                         "so its weights can be continued after the generator's text changed")

@@ -14,7 +14,8 @@ from tinyvr.recipes.foundation import (FoundationConfig, binding_example, build_
                                        induction_example, patch_labels)
 
 TOY = dict(items=16, vision_steps=4, vision_batch=2, language_steps=4, language_batch=4, align_steps=4, align_batch=2,
-           save_every=2, threads=1, binding_formats=("which", "enum"), align_reason_fraction=0.5)
+           save_every=2, threads=1, binding_formats=("which", "enum"), align_reason_fraction=0.5,
+           align_question_fraction=0.5)
 
 
 def test_patch_labels_match_the_rendered_pixels():
@@ -46,6 +47,34 @@ def test_patch_labels_match_the_rendered_pixels():
                 assert SHAPES[shp[k, p] - 1] in {o.shape for o in cand.scene.objects}
                 checked += 1
     assert checked > 50
+
+
+def test_align_conversation_adds_the_clips_own_question_without_moving_the_other_draws():
+    """With align_question_fraction 1 every grounded clip is also asked its dataset question, answered
+    with the answer's text; the other turns are the ones drawn without it (same seed)."""
+    from tinyvr.data.synthetic.grounding import grounded_questions
+    from tinyvr.recipes.foundation import align_conversation
+
+    def pairs(conv):
+        return [(conv[k]["value"].removeprefix("<image>\n"), conv[k + 1]["value"]) for k in range(0, len(conv), 2)]
+
+    families = set()
+    for n, (record, cand) in enumerate(foundation_items(0, 16)):
+        grounded = grounded_questions(cand, 8)
+        if not grounded:
+            continue
+        base = FoundationConfig(align_grounded_fraction=1.0, align_choice_fraction=0.5, align_reason_fraction=0.5)
+        plain = align_conversation(random.Random(n), record, grounded, base)
+        base.align_question_fraction = 1.0
+        asked = align_conversation(random.Random(n), record, grounded, base)
+        assert asked[0]["value"].startswith("<image>\n") and plain[0]["value"].startswith("<image>\n")
+        own = (record["question"], record["answer_text"])
+        assert own in pairs(asked) and own not in pairs(plain)
+        rest = pairs(asked)
+        rest.remove(own)
+        assert rest == pairs(plain)
+        families.add(record["family"])
+    assert len(families) >= 4  # not only the colour and place questions the grounded turns ask
 
 
 def test_binding_example_targets_the_letter_of_the_stated_option():
@@ -165,6 +194,8 @@ def test_foundation_trains_the_tower_and_the_llm_and_records_its_weights(toy_fou
     assert 0.0 <= m["metrics"]["align"]["grounded_acc_matched"] <= 1.0
     assert 0.0 <= m["metrics"]["align"]["grounded_choice_acc_mismatched"] <= 1.0
     assert 0.0 <= m["metrics"]["align"]["grounded_reason_acc_matched"] <= 1.0  # reason mode is trained
+    assert 0.0 <= m["metrics"]["align"]["grounded_question_acc_mismatched"] <= 1.0  # own questions too
+    assert m["metrics"]["align"]["settings"]["align_question_fraction"] == 0.5
     assert 0.0 <= m["metrics"]["vision"]["colour_acc"] <= 1.0
     # each part keeps the settings it was trained with (parts can run as separate commands)
     assert m["metrics"]["language"]["settings"]["language_steps"] == 4
@@ -248,6 +279,8 @@ def test_foundation_rejects_bad_settings(tmp_path):
         build_foundation(tmp_path, FoundationConfig(align_choice_fraction=-0.1))
     with pytest.raises(ConfigError, match="align_reason_fraction"):
         build_foundation(tmp_path, FoundationConfig(align_reason_fraction=2.0))
+    with pytest.raises(ConfigError, match="align_question_fraction"):
+        build_foundation(tmp_path, FoundationConfig(align_question_fraction=1.5))
     with pytest.raises(ConfigError, match="tokenizer_from: no tokenizer.json"):
         build_foundation(tmp_path, FoundationConfig(tokenizer_from=str(tmp_path)))
     with pytest.raises(ConfigError, match="--part"):

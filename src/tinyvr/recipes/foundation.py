@@ -62,7 +62,7 @@ PART_SETTINGS = {  # the FoundationConfig fields each part trains with (recorded
     "vision": _COMMON + ("vision_steps", "vision_lr", "vision_batch", "vision_init"),
     "language": _COMMON + _LANGUAGE_MIX + ("language_steps", "language_lr", "language_batch", "language_init"),
     "align": _COMMON + _LANGUAGE_MIX + ("align_steps", "align_lr", "align_batch", "align_grounded_fraction",
-                                        "align_choice_fraction", "align_reason_fraction"),
+                                        "align_choice_fraction", "align_reason_fraction", "align_question_fraction"),
 }
 
 
@@ -91,6 +91,8 @@ class FoundationConfig:
     align_grounded_fraction: float = 0.5  # clips that get grounded questions instead of a caption
     align_choice_fraction: float = 0.5  # grounded questions asked as multiple choice (answer: the letter)
     align_reason_fraction: float = 0.0  # of those, asked in reason mode (answer stated, option check, letter)
+    # grounded clips that also get their item's own question (any family), asked openly: the answer's text
+    align_question_fraction: float = 0.0
     # tokenizer of an earlier build's folder (init/ or model/) instead of one trained on the items' text:
     # its weights can then be continued after the generator's text changed
     tokenizer_from: str = ""
@@ -107,7 +109,7 @@ class FoundationConfig:
             raise ConfigError(f"foundation.binding_formats must be a non-empty subset of {list(BINDING_FORMATS)}, "
                               f"got {list(self.binding_formats)}")
         for name in ("induction_fraction", "align_grounded_fraction", "align_choice_fraction",
-                     "align_reason_fraction"):
+                     "align_reason_fraction", "align_question_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"foundation.{name} must be in [0, 1], got {getattr(self, name)}")
         if not isinstance(self.model_overrides, dict):
@@ -432,6 +434,36 @@ def caption_cut(rng: random.Random, caption: str) -> str:
 GROUNDED_TURNS = 6  # grounded questions per training clip
 
 
+def own_question(record: dict) -> tuple[str, str, str]:
+    """The clip's own dataset question (direction, order, count, ...) answered openly: the text the
+    cold start's thinking states before its option check."""
+    return "question", record["question"], record["answer_text"]
+
+
+def caption_conversation(record: dict, text: str) -> list[dict]:
+    return [{"from": "human", "value": "<image>\n" + record["prompt"]}, {"from": "gpt", "value": text}]
+
+
+def align_conversation(rng: random.Random, record: dict, grounded: list, cfg: "FoundationConfig") -> list[dict]:
+    """One align training conversation for a clip: grounded questions (open, multiple choice, or
+    multiple choice in reason mode; some clips also their own dataset question) or a caption cut."""
+    if grounded and rng.random() < cfg.align_grounded_fraction:
+        picks = rng.sample(range(len(grounded)), min(GROUNDED_TURNS, len(grounded)))
+        mc = with_options(grounded, rng)  # distractors from all of the clip's answers
+        rs = with_options(grounded, rng, reason=True) if cfg.align_reason_fraction else None
+        turns = []
+        for j in picks:
+            if rng.random() >= cfg.align_choice_fraction:
+                turns.append(grounded[j])
+            else:
+                turns.append(rs[j] if rs and rng.random() < cfg.align_reason_fraction else mc[j])
+        # drawn only when asked for, so builds without it keep their draws
+        if cfg.align_question_fraction and rng.random() < cfg.align_question_fraction:
+            turns.insert(rng.randrange(len(turns) + 1), own_question(record))
+        return grounded_conversation(turns)
+    return caption_conversation(record, caption_cut(rng, record["caption"]))
+
+
 def runs_right(pred: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
     """(runs predicted exactly, runs): a run is a stretch of supervised labels (one answer and its
     EOS); `pred[:, t]` is the prediction for `labels[:, t]`."""
@@ -493,26 +525,11 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
     held_out = {"choice_": [with_options(grounded[j], random.Random(j)) for j in range(n_va)]}  # fixed options
     if cfg.align_reason_fraction:
         held_out["reason_"] = [with_options(grounded[j], random.Random(j), reason=True) for j in range(n_va)]
-
-    def caption_conversation(i: int, text: str) -> list[dict]:
-        return [{"from": "human", "value": "<image>\n" + records[i]["prompt"]}, {"from": "gpt", "value": text}]
+    if cfg.align_question_fraction:
+        held_out["question_"] = [[own_question(records[j])] for j in range(n_va)]
 
     def first_sentence(i: int) -> list[dict]:
-        return caption_conversation(i, records[i]["caption"].split(". ")[0].rstrip(".") + ".")
-
-    def train_conversation(i: int) -> list[dict]:
-        if grounded[i] and rng.random() < cfg.align_grounded_fraction:
-            picks = rng.sample(range(len(grounded[i])), min(GROUNDED_TURNS, len(grounded[i])))
-            mc = with_options(grounded[i], rng)  # distractors from all of the clip's answers
-            rs = with_options(grounded[i], rng, reason=True) if cfg.align_reason_fraction else None
-            turns = []
-            for j in picks:
-                if rng.random() >= cfg.align_choice_fraction:
-                    turns.append(grounded[i][j])
-                else:
-                    turns.append(rs[j] if rs and rng.random() < cfg.align_reason_fraction else mc[j])
-            return grounded_conversation(turns)
-        return caption_conversation(i, caption_cut(rng, records[i]["caption"]))
+        return caption_conversation(records[i], records[i]["caption"].split(". ")[0].rstrip(".") + ".")
 
     def encode(convs: list, idx: list[int], shift: int = 0) -> dict:
         enc = [dict(zip(("input_ids", "labels"), processor.encode_conversation(c))) for c in convs]
@@ -554,7 +571,7 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
     t0, loss = time.time(), torch.tensor(float("nan"))
     for step in range(start, cfg.align_steps):
         idx = [n_va + rng.randrange(len(items) - n_va) for _ in range(cfg.align_batch)] if len(items) > n_va else [0]
-        loss = model(**encode([train_conversation(i) for i in idx], idx)).loss
+        loss = model(**encode([align_conversation(rng, records[i], grounded[i], cfg) for i in idx], idx)).loss
         text = language_batch(rng, records, processor.tokenizer, cfg.align_batch, cfg.induction_fraction,
                               formats, pool)
         o = model.language_model(input_ids=text["input_ids"], attention_mask=text["attention_mask"],
