@@ -323,7 +323,7 @@ def test_demo_checks_the_foundation_and_will_not_mix_starts(toy_foundation, tmp_
 
 def test_demo_starts_from_a_foundation(toy_foundation, tmp_path):
     """The demo's init/ is the foundation's model (same weights, same tokenizer), recorded in
-    origin.json; the caption stage then keeps the pretrained tower frozen."""
+    origin.json; the caption stage then trains the connector only, as the reference's pretrain does."""
     from safetensors.torch import load_file
 
     from tests.recipes.conftest import SIZES
@@ -339,6 +339,10 @@ def test_demo_starts_from_a_foundation(toy_foundation, tmp_path):
     tower = [k for k in before if k.startswith("vision_tower.")]
     assert tower and all(torch.equal(before[k], after[k]) for k in tower)
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("connector."))
+    lm = [k for k in before if k.startswith("language_model.")]
+    assert lm and all(torch.equal(before[k], after[k]) for k in lm)  # the caption stage: connector only
+    sft = load_file(out / "sft" / "model" / "model.safetensors")
+    assert any(not torch.equal(after[k], sft[k]) for k in lm)  # later stages train the LLM again
     assert set(json.loads((out / "results.json").read_text())) == {"sft", "coldstart", "r1"}
 
 

@@ -29,8 +29,9 @@ ABLATIONS = {  # name -> GRPO overrides (the paper's ablations)
     "no_wrong_penalty": ["rl.wrong_penalty=false"],
     "no_noise": ["rl.noise_std=0.0"],
 }
-# With a foundation (`tinyvr foundation`), the caption stage leaves the pretrained tower alone.
-FOUNDATION_OVERRIDES = ["model.trainable=[connector,language_model]"]
+# With a foundation (`tinyvr foundation`), tower and LLM come pretrained: the caption stage trains the
+# connector only, as the reference's pretrain does (a fresh tiny model needs its LLM trained there too).
+FOUNDATION_OVERRIDES = {"pretrain": ["model.trainable=[connector]"]}
 DEMO_SIZES = {"pretrain": 1000, "sft": 2000, "rl": 600, "test": 200, "test_heldout": 200, "coldstart": 16}
 
 
@@ -202,13 +203,11 @@ def run_demo(out: str = "runs/demo", *, ablations: bool = False, seeds: int = 1,
             init_model_folder("tiny", out / "init", seed=seed, corpus=corpus)
         (out / "init" / "origin.json").write_text(json.dumps(origin, indent=2) + "\n")
     info(f"model folder: {out / 'init'}")
-    if foundation:  # the tower comes pretrained: keep it frozen, as the 3.6B recipe does
-        overrides = [*FOUNDATION_OVERRIDES, *overrides]
-
     models = {}
     for i, stage in enumerate(STAGES):
         banner(f"{3 + (i >= 3)}/6 {stage}")
-        models[stage] = run_stage_once(stage, cfg_dir, stage_overrides(stage, out, data, seed) + overrides)
+        pretrained = FOUNDATION_OVERRIDES.get(stage, []) if foundation else []
+        models[stage] = run_stage_once(stage, cfg_dir, stage_overrides(stage, out, data, seed) + pretrained + overrides)
 
     banner("5/6 evaluation: SFT / ColdStart / R1 x test / test_heldout x option / reason")
     eval_cfg = load_config(cfg_dir / "grpo.yaml", overrides)
