@@ -15,7 +15,7 @@ from tinyvr.recipes.foundation import (FoundationConfig, binding_example, build_
 
 TOY = dict(items=16, vision_steps=4, vision_batch=2, language_steps=4, language_batch=4, align_steps=4, align_batch=2,
            save_every=2, threads=1, binding_formats=("which", "enum"), align_reason_fraction=0.5,
-           align_question_fraction=0.5)
+           align_question_fraction=0.5, align_question_reason_fraction=0.5)
 
 
 def test_patch_labels_match_the_rendered_pixels():
@@ -75,6 +75,37 @@ def test_align_conversation_adds_the_clips_own_question_without_moving_the_other
         assert rest == pairs(plain)
         families.add(record["family"])
     assert len(families) >= 4  # not only the colour and place questions the grounded turns ask
+
+
+def test_own_question_in_reason_form_is_the_evaluation_prompt_answered_with_the_check():
+    """align_question_reason_fraction 1: the clip's own question is asked word for word as the
+    synthetic task's reason-mode evaluation prompt, and its answer states the answer's text, checks
+    the options and ends with the item's letter (what the evaluation parses)."""
+    from tinyvr.data.synthetic.grounding import grounded_questions
+    from tinyvr.eval.extract import find_answer_tag
+    from tinyvr.eval.tasks.synthetic import IMAGE_PREFIX
+    from tinyvr.recipes.foundation import align_conversation
+    from tinyvr.data.template import REASON_SUFFIX
+
+    seen = 0
+    for n, (record, cand) in enumerate(foundation_items(0, 16)):
+        grounded = grounded_questions(cand, 8)
+        if not grounded:
+            continue
+        cfg = FoundationConfig(align_grounded_fraction=1.0, align_question_fraction=1.0,
+                               align_question_reason_fraction=1.0)
+        conv = align_conversation(random.Random(n), record, grounded, cfg)
+        problem = record["question"] + "\nOptions:\n" + "\n".join(
+            f"{'ABCDE'[k]}. {o}" for k, o in enumerate(record["options"]))
+        asks = [k for k in range(0, len(conv), 2)
+                if conv[k]["value"].removeprefix(IMAGE_PREFIX) == f"{problem} {REASON_SUFFIX}"]
+        assert len(asks) == 1
+        answer = conv[asks[0] + 1]["value"]
+        assert f"The answer is {record['answer_text']}.\n" in answer
+        assert find_answer_tag(answer) == record["answer"]
+        assert answer.split("</think>")[0].rstrip().endswith(f"{record['answer']}. {record['answer_text']}: yes")
+        seen += 1
+    assert seen >= 8
 
 
 def test_binding_example_targets_the_letter_of_the_stated_option():
@@ -195,7 +226,9 @@ def test_foundation_trains_the_tower_and_the_llm_and_records_its_weights(toy_fou
     assert 0.0 <= m["metrics"]["align"]["grounded_choice_acc_mismatched"] <= 1.0
     assert 0.0 <= m["metrics"]["align"]["grounded_reason_acc_matched"] <= 1.0  # reason mode is trained
     assert 0.0 <= m["metrics"]["align"]["grounded_question_acc_mismatched"] <= 1.0  # own questions too
+    assert 0.0 <= m["metrics"]["align"]["grounded_question_reason_acc_matched"] <= 1.0  # and in reason form
     assert m["metrics"]["align"]["settings"]["align_question_fraction"] == 0.5
+    assert m["metrics"]["align"]["settings"]["align_question_reason_fraction"] == 0.5
     assert 0.0 <= m["metrics"]["vision"]["colour_acc"] <= 1.0
     # each part keeps the settings it was trained with (parts can run as separate commands)
     assert m["metrics"]["language"]["settings"]["language_steps"] == 4
@@ -281,6 +314,8 @@ def test_foundation_rejects_bad_settings(tmp_path):
         build_foundation(tmp_path, FoundationConfig(align_reason_fraction=2.0))
     with pytest.raises(ConfigError, match="align_question_fraction"):
         build_foundation(tmp_path, FoundationConfig(align_question_fraction=1.5))
+    with pytest.raises(ConfigError, match="align_question_reason_fraction"):
+        build_foundation(tmp_path, FoundationConfig(align_question_reason_fraction=-0.1))
     with pytest.raises(ConfigError, match="tokenizer_from: no tokenizer.json"):
         build_foundation(tmp_path, FoundationConfig(tokenizer_from=str(tmp_path)))
     with pytest.raises(ConfigError, match="--part"):

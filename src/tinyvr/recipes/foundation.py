@@ -47,8 +47,9 @@ import torch
 import torch.nn.functional as F
 
 from tinyvr.data.synthetic.grounding import grounded_conversation, grounded_questions, with_options
+from tinyvr.data.synthetic.writer import format_problem
 from tinyvr.data.template import (ANSWER_SEP, ASSISTANT, OPTION_SUFFIX, REASON_SUFFIX, USER, checked_thinking,
-                                  reasoned_answer)
+                                  grpo_question, reasoned_answer)
 from tinyvr.errors import ConfigError
 from tinyvr.utils.hashing import file_sha256
 from tinyvr.utils.logging import banner, info
@@ -62,7 +63,8 @@ PART_SETTINGS = {  # the FoundationConfig fields each part trains with (recorded
     "vision": _COMMON + ("vision_steps", "vision_lr", "vision_batch", "vision_init"),
     "language": _COMMON + _LANGUAGE_MIX + ("language_steps", "language_lr", "language_batch", "language_init"),
     "align": _COMMON + _LANGUAGE_MIX + ("align_steps", "align_lr", "align_batch", "align_grounded_fraction",
-                                        "align_choice_fraction", "align_reason_fraction", "align_question_fraction"),
+                                        "align_choice_fraction", "align_reason_fraction", "align_question_fraction",
+                                        "align_question_reason_fraction"),
 }
 
 
@@ -93,6 +95,9 @@ class FoundationConfig:
     align_reason_fraction: float = 0.0  # of those, asked in reason mode (answer stated, option check, letter)
     # grounded clips that also get their item's own question (any family), asked openly: the answer's text
     align_question_fraction: float = 0.0
+    # of those own questions, the share asked as the evaluation asks it in reason mode (the item's options
+    # and the reasoning instruction), answered with the stated answer, the option check and the letter
+    align_question_reason_fraction: float = 0.0
     # tokenizer of an earlier build's folder (init/ or model/) instead of one trained on the items' text:
     # its weights can then be continued after the generator's text changed
     tokenizer_from: str = ""
@@ -109,7 +114,7 @@ class FoundationConfig:
             raise ConfigError(f"foundation.binding_formats must be a non-empty subset of {list(BINDING_FORMATS)}, "
                               f"got {list(self.binding_formats)}")
         for name in ("induction_fraction", "align_grounded_fraction", "align_choice_fraction",
-                     "align_reason_fraction", "align_question_fraction"):
+                     "align_reason_fraction", "align_question_fraction", "align_question_reason_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"foundation.{name} must be in [0, 1], got {getattr(self, name)}")
         if not isinstance(self.model_overrides, dict):
@@ -136,7 +141,6 @@ def foundation_items(seed: int, n: int) -> list[tuple[dict, object]]:
 
 def corpus_of(records: list[dict]) -> list[str]:
     """Tokenizer text: prompts with options, captions and reasoning, as the demo's corpus has."""
-    from tinyvr.data.synthetic.writer import format_problem
 
     texts = []
     for r in records:
@@ -434,10 +438,16 @@ def caption_cut(rng: random.Random, caption: str) -> str:
 GROUNDED_TURNS = 6  # grounded questions per training clip
 
 
-def own_question(record: dict) -> tuple[str, str, str]:
+def own_question(record: dict, reason: bool = False) -> tuple[str, str, str]:
     """The clip's own dataset question (direction, order, count, ...) answered openly: the text the
-    cold start's thinking states before its option check."""
-    return "question", record["question"], record["answer_text"]
+    cold start's thinking states before its option check. `reason`: with the item's options and the
+    reasoning instruction joined as GRPO and the synthetic task's evaluation join them, answered with that text stated, the option check
+    and the letter."""
+    if not reason:
+        return "question", record["question"], record["answer_text"]
+    k = LETTERS.index(record["answer"])
+    return ("question", grpo_question(format_problem(record["question"], record["options"])),
+            reasoned_answer(checked_thinking(record["options"], k), record["answer"]))
 
 
 def caption_conversation(record: dict, text: str) -> list[dict]:
@@ -459,7 +469,8 @@ def align_conversation(rng: random.Random, record: dict, grounded: list, cfg: "F
                 turns.append(rs[j] if rs and rng.random() < cfg.align_reason_fraction else mc[j])
         # drawn only when asked for, so builds without it keep their draws
         if cfg.align_question_fraction and rng.random() < cfg.align_question_fraction:
-            turns.insert(rng.randrange(len(turns) + 1), own_question(record))
+            reason = bool(cfg.align_question_reason_fraction) and rng.random() < cfg.align_question_reason_fraction
+            turns.insert(rng.randrange(len(turns) + 1), own_question(record, reason))
         return grounded_conversation(turns)
     return caption_conversation(record, caption_cut(rng, record["caption"]))
 
@@ -527,6 +538,8 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
         held_out["reason_"] = [with_options(grounded[j], random.Random(j), reason=True) for j in range(n_va)]
     if cfg.align_question_fraction:
         held_out["question_"] = [[own_question(records[j])] for j in range(n_va)]
+    if cfg.align_question_reason_fraction:
+        held_out["question_reason_"] = [[own_question(records[j], reason=True)] for j in range(n_va)]
 
     def first_sentence(i: int) -> list[dict]:
         return caption_conversation(records[i], records[i]["caption"].split(". ")[0].rstrip(".") + ".")
