@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from tinyvr.errors import ConfigError
 from tinyvr.recipes.foundation import (FoundationConfig, binding_example, build_foundation, foundation_items,
@@ -363,7 +364,7 @@ def test_demo_starts_from_a_foundation(toy_foundation, tmp_path):
 
     from tests.recipes.conftest import SIZES
     from tests.recipes.test_demo import TOY
-    from tinyvr.recipes.demo import run_demo
+    from tinyvr.recipes.demo import PACKAGED_CONFIGS, run_demo
 
     out = tmp_path / "demo"
     run_demo(out=str(out), overrides=TOY, eval_limit=2, sizes=dict(SIZES), foundation=str(toy_foundation))
@@ -378,6 +379,9 @@ def test_demo_starts_from_a_foundation(toy_foundation, tmp_path):
     assert lm and all(torch.equal(before[k], after[k]) for k in lm)  # the caption stage: connector only
     sft = load_file(out / "sft" / "model" / "model.safetensors")
     assert any(not torch.equal(after[k], sft[k]) for k in lm)  # later stages train the LLM again
+    # the cold start at the reference's lr, the fresh model's own cold start lr otherwise
+    assert yaml.safe_load((out / "coldstart" / "config.yaml").read_text())["optim"]["lr"] == 1e-5
+    assert yaml.safe_load((PACKAGED_CONFIGS / "coldstart.yaml").read_text())["optim"]["lr"] != 1e-5
     assert set(json.loads((out / "results.json").read_text())) == {"sft", "coldstart", "r1"}
 
 

@@ -30,8 +30,10 @@ ABLATIONS = {  # name -> GRPO overrides (the paper's ablations)
     "no_noise": ["rl.noise_std=0.0"],
 }
 # With a foundation (`tinyvr foundation`), tower and LLM come pretrained: the caption stage trains the
-# connector only, as the reference's pretrain does (a fresh tiny model needs its LLM trained there too).
-FOUNDATION_OVERRIDES = {"pretrain": ["model.trainable=[connector]"]}
+# connector only, and the cold start runs at the reference's lr 1e-5, as the original does (a fresh
+# tiny model needs its LLM trained in the caption stage and lr 5e-4 to learn the format at all; from a
+# foundation, 5e-4 on 16 samples erases its reason-mode skill: docs/tiny-study.md, item 27).
+FOUNDATION_OVERRIDES = {"pretrain": ["model.trainable=[connector]"], "coldstart": ["optim.lr=1e-5"]}
 DEMO_SIZES = {"pretrain": 1000, "sft": 2000, "rl": 600, "test": 200, "test_heldout": 200, "coldstart": 16}
 
 
@@ -218,7 +220,8 @@ def run_demo(out: str = "runs/demo", *, ablations: bool = False, seeds: int = 1,
 
     ablation_summary = None
     if ablations:
-        ablation_summary = run_ablations(out, data, cfg_dir, overrides, seeds=seeds, seed=seed, eval_cfg=eval_cfg,
+        pretrained = FOUNDATION_OVERRIDES.get("grpo", []) if foundation else []
+        ablation_summary = run_ablations(out, data, cfg_dir, pretrained + overrides, seeds=seeds, seed=seed, eval_cfg=eval_cfg,
                                          limit=eval_limit)
 
     banner("6/6 report")
