@@ -102,7 +102,8 @@ def _cmd_foundation(a):
                            align_choice_fraction=a.align_choice_fraction,
                            align_reason_fraction=a.align_reason_fraction,
                            align_question_fraction=a.align_question_fraction,
-                           align_question_reason_fraction=a.align_question_reason_fraction, tokenizer_from=a.tokenizer_from,
+                           align_question_reason_fraction=a.align_question_reason_fraction,
+                           tokenizer_from=a.tokenizer_from,
                            model_overrides=_json_arg(a.model, "--model"))
     print(build_foundation(a.out, cfg, part=a.part))
 

@@ -83,10 +83,10 @@ def test_own_question_in_reason_form_is_the_evaluation_prompt_answered_with_the_
     synthetic task's reason-mode evaluation prompt, and its answer states the answer's text, checks
     the options and ends with the item's letter (what the evaluation parses)."""
     from tinyvr.data.synthetic.grounding import grounded_questions
+    from tinyvr.data.template import REASON_SUFFIX
     from tinyvr.eval.extract import find_answer_tag
     from tinyvr.eval.tasks.synthetic import IMAGE_PREFIX
     from tinyvr.recipes.foundation import align_conversation
-    from tinyvr.data.template import REASON_SUFFIX
 
     seen = 0
     for n, (record, cand) in enumerate(foundation_items(0, 16)):

@@ -34,6 +34,11 @@ ABLATIONS = {  # name -> GRPO overrides (the paper's ablations)
 # tiny model needs its LLM trained in the caption stage and lr 5e-4 to learn the format at all; from a
 # foundation, 5e-4 on 16 samples erases its reason-mode skill: docs/tiny-study.md, item 27).
 FOUNDATION_OVERRIDES = {"pretrain": ["model.trainable=[connector]"], "coldstart": ["optim.lr=1e-5"]}
+
+
+def start_overrides(stage: str, foundation: str) -> list[str]:
+    """The overrides a stage gets for the model the demo starts from (none for a fresh model)."""
+    return FOUNDATION_OVERRIDES.get(stage, []) if foundation else []
 DEMO_SIZES = {"pretrain": 1000, "sft": 2000, "rl": 600, "test": 200, "test_heldout": 200, "coldstart": 16}
 
 
@@ -208,8 +213,8 @@ def run_demo(out: str = "runs/demo", *, ablations: bool = False, seeds: int = 1,
     models = {}
     for i, stage in enumerate(STAGES):
         banner(f"{3 + (i >= 3)}/6 {stage}")
-        pretrained = FOUNDATION_OVERRIDES.get(stage, []) if foundation else []
-        models[stage] = run_stage_once(stage, cfg_dir, stage_overrides(stage, out, data, seed) + pretrained + overrides)
+        models[stage] = run_stage_once(stage, cfg_dir, stage_overrides(stage, out, data, seed)
+                                       + start_overrides(stage, foundation) + overrides)
 
     banner("5/6 evaluation: SFT / ColdStart / R1 x test / test_heldout x option / reason")
     eval_cfg = load_config(cfg_dir / "grpo.yaml", overrides)
@@ -220,9 +225,8 @@ def run_demo(out: str = "runs/demo", *, ablations: bool = False, seeds: int = 1,
 
     ablation_summary = None
     if ablations:
-        pretrained = FOUNDATION_OVERRIDES.get("grpo", []) if foundation else []
-        ablation_summary = run_ablations(out, data, cfg_dir, pretrained + overrides, seeds=seeds, seed=seed, eval_cfg=eval_cfg,
-                                         limit=eval_limit)
+        ablation_summary = run_ablations(out, data, cfg_dir, start_overrides("grpo", foundation) + overrides,
+                                         seeds=seeds, seed=seed, eval_cfg=eval_cfg, limit=eval_limit)
 
     banner("6/6 report")
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

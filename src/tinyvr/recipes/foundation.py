@@ -441,8 +441,8 @@ GROUNDED_TURNS = 6  # grounded questions per training clip
 def own_question(record: dict, reason: bool = False) -> tuple[str, str, str]:
     """The clip's own dataset question (direction, order, count, ...) answered openly: the text the
     cold start's thinking states before its option check. `reason`: with the item's options and the
-    reasoning instruction joined as GRPO and the synthetic task's evaluation join them, answered with that text stated, the option check
-    and the letter."""
+    reasoning instruction, joined as GRPO and the synthetic task's evaluation join them; answered
+    with that text stated, the option check and the letter."""
     if not reason:
         return "question", record["question"], record["answer_text"]
     k = LETTERS.index(record["answer"])
