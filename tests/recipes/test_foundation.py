@@ -379,9 +379,10 @@ def test_demo_starts_from_a_foundation(toy_foundation, tmp_path):
     assert lm and all(torch.equal(before[k], after[k]) for k in lm)  # the caption stage: connector only
     sft = load_file(out / "sft" / "model" / "model.safetensors")
     assert any(not torch.equal(after[k], sft[k]) for k in lm)  # later stages train the LLM again
-    # the cold start at the reference's lr, the fresh model's own cold start lr otherwise
-    assert yaml.safe_load((out / "coldstart" / "config.yaml").read_text())["optim"]["lr"] == 1e-5
-    assert yaml.safe_load((PACKAGED_CONFIGS / "coldstart.yaml").read_text())["optim"]["lr"] != 1e-5
+    # SFT and the cold start at the reference's rates, the fresh model's own rates otherwise
+    for stage, key, value in [("sft", "lr", 2e-5), ("coldstart", "lr", 1e-5), ("coldstart", "epochs", 1)]:
+        assert yaml.safe_load((out / stage / "config.yaml").read_text())["optim"][key] == value
+        assert yaml.safe_load((PACKAGED_CONFIGS / f"{stage}.yaml").read_text())["optim"][key] != value
     assert set(json.loads((out / "results.json").read_text())) == {"sft", "coldstart", "r1"}
 
 

@@ -29,11 +29,16 @@ ABLATIONS = {  # name -> GRPO overrides (the paper's ablations)
     "no_wrong_penalty": ["rl.wrong_penalty=false"],
     "no_noise": ["rl.noise_std=0.0"],
 }
-# With a foundation (`tinyvr foundation`), tower and LLM come pretrained: the caption stage trains the
-# connector only, and the cold start runs at the reference's lr 1e-5, as the original does (a fresh
-# tiny model needs its LLM trained in the caption stage and lr 5e-4 to learn the format at all; from a
-# foundation, 5e-4 on 16 samples erases its reason-mode skill: docs/tiny-study.md, item 27).
-FOUNDATION_OVERRIDES = {"pretrain": ["model.trainable=[connector]"], "coldstart": ["optim.lr=1e-5"]}
+# With a foundation (`tinyvr foundation`), tower and LLM come pretrained, so the later stages run at
+# the reference's own rates: the caption stage trains the connector only, SFT at lr 2e-5, the cold start
+# one epoch (4 steps of 4) at lr 1e-5. A fresh tiny model needs its LLM trained in the caption stage and
+# far more (lr 5e-4, 25 epochs) to learn the format at all; from a foundation those rates erase its
+# reason-mode skill (docs/tiny-study.md, items 27-28).
+FOUNDATION_OVERRIDES = {
+    "pretrain": ["model.trainable=[connector]"],
+    "sft": ["optim.lr=2e-5"],
+    "coldstart": ["optim.lr=1e-5", "optim.epochs=1"],
+}
 
 
 def start_overrides(stage: str, foundation: str) -> list[str]:
