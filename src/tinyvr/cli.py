@@ -236,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: the config's eval.modes, else reason")
     s.add_argument("--num-frames", type=int, default=None, help="0 = the model's own (default)")
     s.add_argument("--temperature", type=float, default=None, help="0 = greedy (default)")
+    s.add_argument("--samples", type=int, default=None,
+                   help="K > 1 sampled answers per item (needs --temperature > 0): scores are their "
+                   "majority vote, results.json adds pass@1, maj@K and pass@K (default 1)")
     s.add_argument("--max-new-tokens", type=int, default=None,
                    help="0 = mode default (config: eval.max_new_tokens / eval.option_max_new_tokens)")
     s.add_argument("--batch-size", type=int, default=None, help="default 16")

@@ -87,6 +87,8 @@ def test_config_errors_are_one_line(tmp_path, capsys):
     assert "eval.task: unknown task 'mvbenchh'" in capsys.readouterr().err
     assert main(["eval", "--model", "m", "--task", "mvbench", "--data-root", "d", "--batch-size", "0"]) == 2
     assert "--batch-size 0 must be >= 1" in capsys.readouterr().err
+    assert main(["eval", "--model", "m", "--task", "mvbench", "--data-root", "d", "--samples", "0"]) == 2
+    assert "--samples 0 must be >= 1" in capsys.readouterr().err
 
 
 def test_shipped_eval_config_resolves():

@@ -94,3 +94,57 @@ def test_interrupted_eval_resumes_with_only_the_missing_items(loaded_model, six_
     run(out)
     assert generate_calls == [(BATCH, 6)] * (N_ITEMS // BATCH)
     assert _comparable(out) == expected
+
+
+def test_samples_score_the_majority_and_report_pass_at_k(six_items, tmp_path, monkeypatch, loaded_model):
+    """--samples K: K answers per item (adjacent rows of one generate call), scored by majority vote;
+    results.json adds pass@1, maj@K and pass@K. The answers are scripted, so every number is known."""
+    from types import SimpleNamespace
+
+    from tinyvr.errors import ConfigError
+    from tinyvr.recipes.evaluate import evaluate
+    from tinyvr.rl.rollout import RolloutEngine
+
+    model, processor = loaded_model
+    task, items = six_items
+    K = 4
+
+    def scripted(it, i):  # even items: right 2 of 4, and the majority; odd: right 1 of 4, outvoted
+        wrong = [x for x in it.letters if x != it.answer]
+        letters = [it.answer, wrong[0], wrong[1], it.answer] if i % 2 == 0 else [wrong[0], wrong[0], it.answer, None]
+        return [f"<think>t</think><answer>{x}</answer>" if x else "no answer" for x in letters]
+
+    index = {it.id: i for i, it in enumerate(items)}
+    prompts_seen = []
+
+    def fake_generate(self, prompt_ids, video_embeds, params, *args, **kwargs):
+        assert params.num_generations == K and params.temperature == 1.0
+        batch = items[len(prompts_seen): len(prompts_seen) + len(prompt_ids)]
+        prompts_seen.extend(prompt_ids)
+        return SimpleNamespace(texts=[t for it in batch for t in scripted(it, index[it.id])])
+
+    monkeypatch.setattr(RolloutEngine, "generate", fake_generate)
+    r = evaluate(model, processor, task, items, "reason", tmp_path / "k", temperature=1.0, batch_size=BATCH,
+                 samples=K, progress=False)
+    assert r["sampling"] == {"samples": K, "pass@1": 9 / 24, f"maj@{K}": 0.5, f"pass@{K}": 1.0}
+    assert r["scores"]["Avg"] == 0.5 and r["counts"]["correct"] == 3
+    preds = [json.loads(line) for line in (tmp_path / "k" / "predictions.jsonl").read_text().splitlines()]
+    for i, p in enumerate(preds):
+        assert len(p["samples"]) == K and p["samples_correct"] == (2 if i % 2 == 0 else 1)
+        assert p["correct"] == (i % 2 == 0) and f"<answer>{p['pred']}</answer>" in p["output"]
+    with pytest.raises(ConfigError, match="temperature > 0"):
+        evaluate(model, processor, task, items, "reason", tmp_path / "g", samples=K, progress=False)
+
+
+def test_majority_ties_go_to_the_first_drawn_and_unparseable_never_wins():
+    from types import SimpleNamespace
+
+    from tinyvr.recipes.evaluate import majority
+
+    def found(*letters):
+        return [SimpleNamespace(letter=x) for x in letters]
+
+    assert majority(found("B", "C", "C", "B")) == 0
+    assert majority(found(None, None, "D")) == 2
+    assert majority(found(None, None)) == 0
+    assert majority(found("A", "E", "E")) == 1

@@ -139,7 +139,7 @@ def outcome_counts(records: Sequence[Mapping], *, skipped: int = 0) -> dict[str,
 def write_results(out_dir: str | Path, scores: Mapping[str, float], card: Mapping[str, Any],
                   records: Sequence[Mapping], *, task: str | None = None, mode: str | None = None,
                   label: str | None = None, skipped: int = 0,
-                  reasoning: Mapping[str, Any] | None = None) -> Path:
+                  reasoning: Mapping[str, Any] | None = None, sampling: Mapping[str, Any] | None = None) -> Path:
     """Write `results.json` and `predictions.jsonl` into `out_dir`; return the results path.
 
     `task`/`mode` default to the card's. `label` names the model or stage in reports (default: the
@@ -158,6 +158,8 @@ def write_results(out_dir: str | Path, scores: Mapping[str, float], card: Mappin
               "counts": outcome_counts(records, skipped=skipped)}
     if reasoning is not None:
         result["reasoning"] = dict(reasoning)
+    if sampling is not None:  # several samples per item: scores are their majority vote
+        result["sampling"] = dict(sampling)
     path = out / "results.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=2, ensure_ascii=False, default=str) + "\n")

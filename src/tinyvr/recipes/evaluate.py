@@ -5,7 +5,9 @@ Every finished item is appended to `partial.jsonl` at once, so an interrupted ev
 where it stopped. The file's first line records the settings; a partial file written with other
 settings (model, mode, frames, decoding, seed) is discarded rather than mixed in, and a line cut
 by a kill is dropped and redone. Greedy decoding at temperature 0 (the original ignored
-`--temperature 0` and sampled); sampling is seeded.
+`--temperature 0` and sampled); sampling is seeded. `samples=K` (K > 1, temperature > 0) draws K
+answers per item and scores their majority vote, with pass@1 and pass@K beside it: whether a policy's
+samples know more than its greedy answer, i.e. whether GRPO has anything to sharpen.
 
 `tinyvr eval` takes its settings from flags, from a config file (`--config`, the `model.*`,
 `eval.*` and `run.*` sections of a `TrainConfig` YAML) or both, flags winning: see
@@ -17,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,15 +41,22 @@ MODE_MAX_NEW_TOKENS = {"option": 8, "reason": 512}
 def evaluate(model, processor, task, items, mode: str, out_dir: str | Path, *, temperature: float = 0.0,
              max_new_tokens: int = 0, batch_size: int = 16, seed: int = 0, extraction: str = "strict",
              label: str | None = None, videos: VideoInputs | None = None, model_name: str = "",
-             progress: bool = True, extra_card: dict | None = None) -> dict:
+             progress: bool = True, extra_card: dict | None = None, samples: int = 1) -> dict:
+    from tinyvr.errors import ConfigError
+
+    if samples < 1 or (samples > 1 and temperature <= 0):
+        raise ConfigError(f"eval: --samples {samples} needs samples >= 1, and temperature > 0 when > 1 "
+                          f"(got temperature {temperature})")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     max_new = max_new_tokens or MODE_MAX_NEW_TOKENS[mode]
-    params = SamplingParams(num_generations=1, max_new_tokens=max_new, temperature=temperature,
+    params = SamplingParams(num_generations=samples, max_new_tokens=max_new, temperature=temperature,
                             top_k=50 if temperature > 0 else 0, top_p=1.0)
     settings = {"model": model_name or label or "model", "task": task.name, "mode": mode,
                 "num_frames": processor.num_frames, "temperature": temperature, "max_new_tokens": max_new,
                 "top_k": params.top_k, "seed": seed, "extraction": extraction}
+    if samples > 1:  # absent at 1, so partial files of a greedy run written before it still resume
+        settings["samples"] = samples
     partial = out_dir / "partial.jsonl"
     done = _resume_partial(partial, settings)
     videos = videos or VideoInputs(model, processor)
@@ -72,13 +82,20 @@ def evaluate(model, processor, task, items, mode: str, out_dir: str | Path, *, t
                 prompts = [processor.encode_prompt(task.prompt(it, mode)) for it in ok]
                 with torch.no_grad():
                     roll = engine.generate(prompts, model.connector(torch.cat(feats)), params, gen)
-                for it, text in zip(ok, roll.texts):
-                    rng = random.Random(f"{seed}:{it.id}")  # the reference's random fallback, seeded
-                    res = extract_choice(text, dict(zip(it.letters, it.options)), mode=extraction,
-                                         answer_format="tag" if mode == "reason" else "plain", rng=rng)
-                    records.append({**it.to_record(), "pred": res.letter, "correct": res.letter == it.answer,
-                                    "guessed": res.guessed, "unparseable": res.letter is None,
-                                    "error": None, "output": text})
+                for i, it in enumerate(ok):
+                    texts = roll.texts[i * samples: (i + 1) * samples]  # a prompt's samples are adjacent
+                    found = [extract_choice(text, dict(zip(it.letters, it.options)), mode=extraction,
+                                            answer_format="tag" if mode == "reason" else "plain",
+                                            rng=random.Random(f"{seed}:{it.id}" + (f":{j}" if j else "")))
+                             for j, text in enumerate(texts)]  # the reference's random fallback, seeded
+                    k = majority(found)
+                    res, text = found[k], texts[k]
+                    rec = {**it.to_record(), "pred": res.letter, "correct": res.letter == it.answer,
+                           "guessed": res.guessed, "unparseable": res.letter is None, "error": None, "output": text}
+                    if samples > 1:
+                        rec["samples"] = [f.letter for f in found]
+                        rec["samples_correct"] = sum(f.letter == it.answer for f in found)
+                    records.append(rec)
             for r in records:
                 sink.write(json.dumps(r, ensure_ascii=False) + "\n")
                 done[r["id"]] = r
@@ -98,10 +115,28 @@ def evaluate(model, processor, task, items, mode: str, out_dir: str | Path, *, t
                   "top_p": params.top_p, "greedy": temperature <= 0, "extraction": extraction},
         seed=seed, data_files=getattr(items, "files", []), frame_sampling="linspace",
         extra=extra_card)
+    sampling = None
+    if samples > 1:
+        scored = [r for r in records if not r.get("error")]
+        n = max(1, len(records))  # errors count wrong, as in the scores
+        sampling = {"samples": samples, "pass@1": sum(r["samples_correct"] for r in scored) / (n * samples),
+                    f"maj@{samples}": sum(r["correct"] for r in records) / n,
+                    f"pass@{samples}": sum(r["samples_correct"] > 0 for r in scored) / n}
     path = metrics.write_results(out_dir, scores, card, records, task=task.name, mode=mode, label=label,
-                                 skipped=getattr(items, "num_skipped", 0), reasoning=reasoning)
+                                 skipped=getattr(items, "num_skipped", 0), reasoning=reasoning,
+                                 sampling=sampling)
     partial.unlink(missing_ok=True)
     return json.loads(path.read_text())
+
+
+def majority(found) -> int:
+    """Index of the sample whose letter most samples agree on (unparseable ones never win unless all
+    are); ties go to the letter drawn first."""
+    votes = Counter(f.letter for f in found if f.letter is not None)
+    if not votes:
+        return 0
+    top = max(votes.values())
+    return next(j for j, f in enumerate(found) if f.letter is not None and votes[f.letter] == top)
 
 
 def _resume_partial(partial: Path, settings: dict) -> dict:
@@ -170,6 +205,7 @@ class EvalSettings:
     modes: tuple[str, ...] = ("reason",)
     num_frames: int = 0  # 0 = the model's own
     temperature: float = 0.0
+    samples: int = 1  # > 1: majority vote of that many sampled answers, with pass@1 and pass@K
     max_new_tokens: dict = field(default_factory=dict)  # mode -> tokens; 0 = MODE_MAX_NEW_TOKENS
     batch_size: int = 16
     seed: int = 0
@@ -193,6 +229,7 @@ _SOURCES = {
     "model": ("model", "model.init_from"), "task": ("task", "eval.task"),
     "data_root": ("data_root", "eval.data_root"), "split": ("split", "eval.split"),
     "num_frames": ("num_frames", "model.num_frames"), "temperature": ("temperature", "eval.temperature"),
+    "samples": ("samples", None),
     "batch_size": ("batch_size", "eval.batch_size"), "seed": ("seed", "run.seed"),
     "limit": ("limit", "eval.limit"), "extraction": ("extraction", "eval.extraction"),
     "out": ("out", "eval.output_dir"), "dtype": (None, "model.dtype"),
@@ -231,7 +268,7 @@ def resolve_eval_settings(a, *, command: str = "eval",
         flag_value = getattr(a, flag, None) if flag else None
         if flag_value is not None:
             values[name] = flag_value
-        elif _lookup(given, field_path)[0]:
+        elif field_path and _lookup(given, field_path)[0]:
             values[name] = _lookup(cfg, field_path)[1]
     if getattr(a, "mode", None):
         values["modes"] = (a.mode,)
@@ -248,7 +285,7 @@ def resolve_eval_settings(a, *, command: str = "eval",
             if _lookup(given, path)[0]:
                 tokens[m] = _lookup(cfg, path)[1]
         values["max_new_tokens"] = {m: tokens.get(m, 0) for m in modes}
-    for name, lo in (("num_frames", 0), ("temperature", 0), ("batch_size", 1), ("limit", 0)):
+    for name, lo in (("num_frames", 0), ("temperature", 0), ("batch_size", 1), ("limit", 0), ("samples", 1)):
         if name in values and values[name] < lo:
             raise ConfigError(f"{command}: --{name.replace('_', '-')} {values[name]} must be >= {lo}")
     if any(v < 0 for v in values["max_new_tokens"].values()):
@@ -289,6 +326,7 @@ def evaluate_cli(a) -> None:
         r = evaluate(model, processor, task, items, mode, out, temperature=st.temperature,
                      max_new_tokens=st.max_new_tokens[mode], batch_size=st.batch_size, seed=st.seed,
                      extraction=st.extraction, label=Path(st.model).name, model_name=str(st.model),
-                     extra_card=card)
-        print(json.dumps({"mode": mode, "scores": r["scores"], "counts": r["counts"]}, indent=2))
+                     extra_card=card, samples=st.samples)
+        shown = {k: r[k] for k in ("mode", "scores", "counts", "sampling") if k in r}
+        print(json.dumps(shown, indent=2))
         print(f"wrote {out / 'results.json'}")
