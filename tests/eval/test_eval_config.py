@@ -89,6 +89,8 @@ def test_config_errors_are_one_line(tmp_path, capsys):
     assert "--batch-size 0 must be >= 1" in capsys.readouterr().err
     assert main(["eval", "--model", "m", "--task", "mvbench", "--data-root", "d", "--samples", "0"]) == 2
     assert "--samples 0 must be >= 1" in capsys.readouterr().err
+    assert main(["eval", "--model", "m", "--task", "mvbench", "--data-root", "d", "--samples", "4"]) == 2
+    assert "--samples 4 needs --temperature > 0" in capsys.readouterr().err
 
 
 def test_shipped_eval_config_resolves():

@@ -288,6 +288,9 @@ def resolve_eval_settings(a, *, command: str = "eval",
     for name, lo in (("num_frames", 0), ("temperature", 0), ("batch_size", 1), ("limit", 0), ("samples", 1)):
         if name in values and values[name] < lo:
             raise ConfigError(f"{command}: --{name.replace('_', '-')} {values[name]} must be >= {lo}")
+    if values.get("samples", 1) > 1 and values.get("temperature", 0) <= 0:  # before the model loads
+        raise ConfigError(f"{command}: --samples {values['samples']} needs --temperature > 0 (greedy answers "
+                          "would all be the same)")
     if any(v < 0 for v in values["max_new_tokens"].values()):
         raise ConfigError(f"{command}: --max-new-tokens must be >= 0")
     for name in required:
