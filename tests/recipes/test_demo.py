@@ -31,11 +31,19 @@ def test_demo_runs_every_stage_writes_results_and_report_and_reuses_them(tmp_pat
         assert (out / png).read_bytes()[:4] == b"\x89PNG" and f"]({png})" in md
     summary = json.loads((out / "summary.json").read_text())
     assert summary["sizes"]["sft"] == SIZES["sft"]
+    # GRPO's headroom: the cold start's 8 sampled answers per held-out item against its greedy one
+    head = summary["headroom"]
+    assert head["greedy"] == results["coldstart"]["test_heldout"]["reason"] and head["samples"] == 8
+    assert 0.0 <= head["pass@1"] <= head["pass@8"] <= 1.0 and 0.0 <= head["maj@8"] <= head["pass@8"]
+    preds = (out / "eval" / "coldstart" / "test_heldout-reason-k8" / "predictions.jsonl").read_text().splitlines()
+    assert len(preds) == 3 and all(len(json.loads(p)["samples"]) == 8 for p in preds)
+    assert "## GRPO headroom" in md and f"| {100 * head['greedy']:.1f} | {100 * head['pass@1']:.1f} |" in md
 
     # a second run reuses every finished stage and evaluation: same numbers, no retraining
     weights = {s: (out / s / "model" / "model.safetensors").stat().st_mtime_ns for s in ("sft", "grpo")}
     run_demo(out=str(out), overrides=TOY, eval_limit=3, sizes=dict(SIZES))
     assert json.loads((out / "results.json").read_text()) == results
+    assert json.loads((out / "summary.json").read_text())["headroom"] == head
     assert {s: (out / s / "model" / "model.safetensors").stat().st_mtime_ns for s in weights} == weights
 
 
