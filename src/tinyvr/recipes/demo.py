@@ -88,26 +88,36 @@ def run_stage_once(stage: str, cfg_dir: Path, overrides: list[str]) -> Path:
     return Path(final)
 
 
-def evaluate_stage(model_dir: Path, data: Path, out: Path, *, seed: int, cfg, limit: int = 0) -> dict:
-    """{split: {mode: accuracy}} plus reasoning stats, reusing finished results."""
+def evaluate_once(model_dir: Path, data: Path, target: Path, cfg, *, split: str, mode: str, seed: int,
+                  label: str, limit: int = 0, temperature: float = 0.0, samples: int = 1, load=None) -> dict:
+    """results.json of one synthetic (split, mode) evaluation in `target`: reused when finished, else
+    run with the demo's eval settings. `load` (optional) returns the loaded (model, processor), so
+    several evaluations of one model load it once."""
     from tinyvr.recipes.common import load_model
     from tinyvr.recipes.evaluate import evaluate, load_items
 
-    model = processor = None
+    if (target / "results.json").is_file():
+        return json.loads((target / "results.json").read_text())
+    model, processor = load() if load else load_model(model_dir)
+    task, items = load_items("synthetic", data, split=split, limit=limit)
+    tokens = cfg.eval.max_new_tokens if mode == "reason" else cfg.eval.option_max_new_tokens
+    return evaluate(model, processor, task, items, mode, target, temperature=temperature, samples=samples,
+                    max_new_tokens=tokens, batch_size=cfg.eval.batch_size, seed=seed,
+                    extraction=cfg.eval.extraction, label=label, model_name=str(model_dir))
+
+
+def evaluate_stage(model_dir: Path, data: Path, out: Path, *, seed: int, cfg, limit: int = 0) -> dict:
+    """{split: {mode: accuracy}} plus reasoning stats, reusing finished results."""
+    from functools import cache
+
+    from tinyvr.recipes.common import load_model
+
+    load = cache(lambda: load_model(model_dir))  # loaded at the first evaluation not yet finished
     scores, reasoning = {}, {}
     for split in SPLITS:
         for mode in MODES:
-            target = out / f"{split}-{mode}"
-            if (target / "results.json").is_file():
-                r = json.loads((target / "results.json").read_text())
-            else:
-                if model is None:
-                    model, processor = load_model(model_dir)
-                task, items = load_items("synthetic", data, split=split, limit=limit)
-                r = evaluate(model, processor, task, items, mode, target, temperature=0.0,
-                             max_new_tokens=cfg.eval.max_new_tokens if mode == "reason" else cfg.eval.option_max_new_tokens,
-                             batch_size=cfg.eval.batch_size, seed=seed, extraction=cfg.eval.extraction,
-                             label=out.name, model_name=str(model_dir))
+            r = evaluate_once(model_dir, data, out / f"{split}-{mode}", cfg, split=split, mode=mode, seed=seed,
+                              label=out.name, limit=limit, load=load)
             scores.setdefault(split, {})[mode] = r["scores"]["Avg"]
             if mode == "reason" and r.get("reasoning"):
                 reasoning[split] = r["reasoning"]
@@ -122,17 +132,9 @@ def measure_headroom(model_dir: Path, data: Path, out: Path, *, seed: int, cfg, 
     """GRPO's room to sharpen: K answers per held-out item (reason mode, sampled as GRPO's rollouts
     sample) scored by pass@1, majority vote and pass@K. GRPO moves the policy towards the answers its
     own samples find, so greedy accuracy can rise only where the majority of samples beats it."""
-    from tinyvr.recipes.common import load_model
-    from tinyvr.recipes.evaluate import evaluate, load_items
-
-    target = out / f"test_heldout-reason-k{HEADROOM_SAMPLES}"
-    if (target / "results.json").is_file():
-        return json.loads((target / "results.json").read_text())["sampling"]
-    model, processor = load_model(model_dir)
-    task, items = load_items("synthetic", data, split="test_heldout", limit=limit)
-    r = evaluate(model, processor, task, items, "reason", target, temperature=cfg.rollout.temperature,
-                 samples=HEADROOM_SAMPLES, max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size,
-                 seed=seed, extraction=cfg.eval.extraction, label=out.name, model_name=str(model_dir))
+    r = evaluate_once(model_dir, data, out / f"test_heldout-reason-k{HEADROOM_SAMPLES}", cfg,
+                      split="test_heldout", mode="reason", seed=seed, label=out.name, limit=limit,
+                      temperature=cfg.rollout.temperature, samples=HEADROOM_SAMPLES)
     return r["sampling"]
 
 
@@ -292,8 +294,6 @@ def _corpus(data: Path) -> list[str]:
 def run_ablations(out: Path, data: Path, cfg_dir: Path, overrides, *, seeds: int, seed: int, eval_cfg,
                   limit: int = 0) -> dict:
     """GRPO variants from the same cold start (or SFT), several seeds; held-out reason accuracy."""
-    from tinyvr.recipes.common import load_model
-    from tinyvr.recipes.evaluate import evaluate, load_items
     from tinyvr.utils.logging import read_jsonl
 
     summary = {}
@@ -305,14 +305,8 @@ def run_ablations(out: Path, data: Path, cfg_dir: Path, overrides, *, seeds: int
             ov += [e.format(sft=out / "sft" / "model") for e in extra] + overrides
             banner(f"ablation {name}, seed {s}")
             model_dir = run_stage_once("grpo", cfg_dir, ov)
-            target = folder / "eval" / "test_heldout-reason"
-            if not (target / "results.json").is_file():
-                model, processor = load_model(model_dir)
-                task, items = load_items("synthetic", data, split="test_heldout", limit=limit)
-                evaluate(model, processor, task, items, "reason", target, temperature=0.0,
-                         max_new_tokens=eval_cfg.eval.max_new_tokens, batch_size=eval_cfg.eval.batch_size,
-                         seed=s, extraction=eval_cfg.eval.extraction, label=name, model_name=str(model_dir))
-            r = json.loads((target / "results.json").read_text())
+            r = evaluate_once(model_dir, data, folder / "eval" / "test_heldout-reason", eval_cfg,
+                              split="test_heldout", mode="reason", seed=s, label=name, limit=limit)
             accs.append(r["scores"]["Avg"])
             lazy.append((r.get("reasoning") or {}).get("lazy_rate", float("nan")))
             rows = read_jsonl(folder / "metrics.jsonl")
