@@ -38,6 +38,11 @@ def test_demo_runs_every_stage_writes_results_and_report_and_reuses_them(tmp_pat
     preds = (out / "eval" / "coldstart" / "test_heldout-reason-k8" / "predictions.jsonl").read_text().splitlines()
     assert len(preds) == 3 and all(len(json.loads(p)["samples"]) == 8 for p in preds)
     assert "## GRPO headroom" in md and f"| {100 * head['greedy']:.1f} | {100 * head['pass@1']:.1f} |" in md
+    # GRPO against its cold start: one seed without --ablations, so no spread and no verdict yet
+    gain = summary["grpo_gain"]
+    assert gain["coldstart"]["acc"] == results["coldstart"]["test_heldout"]["reason"]
+    assert gain["r1_seed_accs"] == [results["r1"]["test_heldout"]["reason"]] and gain["beats_spread"] is None
+    assert "## Does GRPO beat its cold start?" in md and "--ablations --seeds 3" in md
 
     # a second run reuses every finished stage and evaluation: same numbers, no retraining
     weights = {s: (out / s / "model" / "model.safetensors").stat().st_mtime_ns for s in ("sft", "grpo")}
@@ -66,3 +71,23 @@ def test_demo_refuses_data_from_another_generator_seed_or_size(tmp_path):
             run_demo(out=str(out), overrides=TOY, eval_limit=3, sizes=dict(SIZES))
         assert str(manifest) in str(e.value) and named in str(e.value) and "--fresh" in str(e.value)
     assert not (out / "init").exists()  # stopped before building anything
+
+
+def test_grpo_verdict_splits_accuracy_into_format_and_answers_and_compares_the_gain_with_the_spread():
+    from tinyvr.recipes.demo import _verdict_section, grpo_verdict
+
+    cold = {"total": 200, "correct": 14, "unparseable": 114}   # 7.0%, 43% parse, 16.3% of those right
+    r1 = {"total": 200, "correct": 40, "unparseable": 40}      # 20.0%, 80% parse, 25.0% of those right
+    v = grpo_verdict(cold, r1, [0.20, 0.16, 0.18])
+    assert v["coldstart"] == {"acc": 0.07, "parseable": 0.43, "acc_parsed": 14 / 86}
+    assert v["r1"] == {"acc": 0.2, "parseable": 0.8, "acc_parsed": 0.25}
+    assert abs(v["r1_mean"] - 0.18) < 1e-12 and abs(v["r1_std"] - 0.02) < 1e-12
+    assert abs(v["gain"] - 0.11) < 1e-12 and v["beats_spread"] is True
+    md = _verdict_section(v)
+    assert "| accuracy | 7.0 | 18.0 ± 2.0 (3 seeds) |" in md and "| answers that parse | 43.0 | 80.0 |" in md
+    assert "+11.0 points" in md and "is above the spread" in md
+    # a gain inside the spread is reported as such
+    v = grpo_verdict(cold, r1, [0.05, 0.12, 0.10])
+    assert v["beats_spread"] is False and "not above the spread" in _verdict_section(v)
+    # nothing parsed: rates of zero, not a division error
+    assert grpo_verdict({"total": 5, "correct": 0, "unparseable": 5}, r1, [0.1])["coldstart"]["acc_parsed"] == 0.0
