@@ -214,3 +214,30 @@ def test_grpo_resume_keeps_each_metrics_line_once(grpo_run):
 
 def test_grpo_resume_keeps_each_rollout_record_once(grpo_run):
     assert [r["step"] for r in grpo_run["resumed_rollouts"]] == [1, 1, 2, 2, 3, 3]
+
+
+def test_a_second_process_in_the_same_run_folder_is_refused_and_a_dead_ones_lock_is_taken_over(sft_config,
+                                                                                                tmp_path):
+    """Two trainings into one folder would interleave metrics.jsonl and checkpoints: the second is
+    refused before it writes anything; once the first is gone (crash, kill -9) its lock is stale
+    and the run goes ahead, leaving no lock when it finishes."""
+    import socket
+    import subprocess
+
+    from tinyvr.recipes.sft import train
+    from tinyvr.utils.checkpoint import RUN_LOCK
+
+    out = tmp_path / "run"
+    out.mkdir()
+    other = subprocess.Popen(["sleep", "60"])  # stands in for a training process that is still running
+    try:
+        (out / RUN_LOCK).write_text(f"{socket.gethostname()} {other.pid}\n")
+        with pytest.raises(CheckpointError, match=f"another training process .*pid {other.pid}"):
+            train(sft_config(out))
+        assert sorted(p.name for p in out.iterdir()) == [RUN_LOCK]  # nothing written
+    finally:
+        other.kill()
+        other.wait()
+    final = train(sft_config(out))  # the owner is dead: its lock is taken over
+    assert (final / "config.json").is_file() and not (out / RUN_LOCK).exists()
+    assert [r["step"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2, 3]

@@ -75,3 +75,26 @@ def test_metrics_logger_truncate_after(tmp_path):
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert rows[0]["nan"] == "nan"
     json.dumps(rows)
+
+
+def test_run_folder_lock_is_reentrant_in_one_process_and_release_keeps_another_owners_lock(tmp_path):
+    import os
+    import socket
+
+    from tinyvr.errors import CheckpointError
+    from tinyvr.utils.checkpoint import RUN_LOCK, claim_run_folder, release_run_folder
+
+    lock = claim_run_folder(tmp_path / "run")
+    assert lock.read_text().split() == [socket.gethostname(), str(os.getpid())]
+    assert claim_run_folder(tmp_path / "run") == lock  # a resume in the same Python session
+    release_run_folder(tmp_path / "run")
+    assert not lock.exists()
+    # a lock from another machine cannot be checked for a live process: refused, with the file to delete
+    lock.write_text("another-host 4242\n")
+    with pytest.raises(CheckpointError, match=f"another-host, pid 4242.*delete .*{RUN_LOCK}"):
+        claim_run_folder(tmp_path / "run")
+    release_run_folder(tmp_path / "run")
+    assert lock.read_text() == "another-host 4242\n"  # not ours: left alone
+    lock.write_text("garbled")  # a half-written lock counts as no lock
+    claim_run_folder(tmp_path / "run")
+    assert lock.read_text().split()[1] == str(os.getpid())

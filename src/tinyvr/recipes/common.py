@@ -17,7 +17,7 @@ import torch
 
 from tinyvr.config import TrainConfig, save_config
 from tinyvr.errors import CheckpointError, ConfigError
-from tinyvr.utils.checkpoint import CheckpointManager
+from tinyvr.utils.checkpoint import CheckpointManager, claim_run_folder, release_run_folder
 from tinyvr.utils.device import pick_attention, pick_device, pick_dtype, set_threads
 from tinyvr.utils.distributed import DistEnv, barrier, full_state_dict, init_distributed
 from tinyvr.utils.logging import MetricsLogger, info
@@ -53,7 +53,7 @@ def setup_run(cfg: TrainConfig) -> RunContext:
     generator.manual_seed(cfg.run.seed + 1000 * dist.rank)
     out = Path(cfg.run.output_dir)
     if dist.rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
+        claim_run_folder(out)  # before anything is written: a second process into this folder stops here
         save_config(cfg, out / "config.yaml")
     logger = MetricsLogger(out, tensorboard=cfg.run.tensorboard, enabled=dist.rank == 0)
     return RunContext(cfg, out, device, dtype, generator, logger,
@@ -154,6 +154,8 @@ def finish_stage(ctx: RunContext, cfg: TrainConfig, model, processor, videos) ->
                                            attn_implementation=cfg.model.attn_implementation)[0], None
             quick_eval(model, processor, cfg, ctx.out_dir / "eval", videos=videos)
     ctx.logger.close()
+    if ctx.is_main:
+        release_run_folder(ctx.out_dir)
     barrier(ctx.dist)
     return final
 

@@ -177,3 +177,52 @@ class CheckpointManager:
             raise CheckpointError(f"{path}: unreadable training state ({type(e).__name__}: "
                                   f"{str(e).splitlines()[0] if str(e) else ''})") from e
         return _from_safe(state)
+
+
+RUN_LOCK = "RUNNING"
+
+
+def claim_run_folder(folder: str | Path) -> Path:
+    """Mark `folder` as in use by this process. Two processes training into one run folder would
+    interleave metrics.jsonl and overwrite each other's checkpoints, so a second one is refused.
+    The lock file holds host and pid: a lock whose process is gone (a crash, a kill -9) is taken
+    over, so a resume never needs a manual clean-up; the same process may claim again (a resume
+    in one Python session)."""
+    import socket
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock, me = folder / RUN_LOCK, f"{socket.gethostname()} {os.getpid()}"
+    try:
+        host, pid = lock.read_text().split()
+        owner_alive = host != socket.gethostname() or _pid_alive(int(pid))
+    except (FileNotFoundError, ValueError):
+        owner_alive = False  # no lock, or a half-written one
+    if owner_alive and f"{host} {pid}" != me:
+        raise CheckpointError(f"{folder}: another training process ({host}, pid {pid}) is using this run "
+                              f"folder; wait for it to finish or set another run.output_dir (if no such "
+                              f"process runs, delete {lock})")
+    lock.write_text(me + "\n")
+    return lock
+
+
+def release_run_folder(folder: str | Path) -> None:
+    """Remove this process's lock (a finished stage); another process's lock is left alone."""
+    import socket
+
+    lock = Path(folder) / RUN_LOCK
+    try:
+        if lock.read_text().split() == [socket.gethostname(), str(os.getpid())]:
+            lock.unlink()
+    except (FileNotFoundError, ValueError):
+        pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
