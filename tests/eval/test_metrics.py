@@ -61,6 +61,7 @@ def test_write_results(tmp_path):
     assert data["scores"] == scores and data["card"] == card
     assert data["counts"] == {"total": 5, "correct": 2, "unparseable": 1, "guessed": 2, "skipped": 3,
                               "errors": 1}
+    assert data["answers"] == {"A": 1, "B": 1, "C": 1}  # parsed answers only: no None, no errored item
     assert data["reasoning"] == {"mean_think_length": 120.0}
     lines = (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()
     assert [json.loads(line) for line in lines] == RECORDS

@@ -73,21 +73,25 @@ def test_demo_refuses_data_from_another_generator_seed_or_size(tmp_path):
     assert not (out / "init").exists()  # stopped before building anything
 
 
-def test_grpo_verdict_splits_accuracy_into_format_and_answers_and_compares_the_gain_with_the_spread():
+def test_grpo_verdict_splits_accuracy_into_format_answers_and_letter_prior_and_compares_the_gain_with_the_spread():
     from tinyvr.recipes.demo import _verdict_section, grpo_verdict
 
-    cold = {"total": 200, "correct": 14, "unparseable": 114}   # 7.0%, 43% parse, 16.3% of those right
-    r1 = {"total": 200, "correct": 40, "unparseable": 40}      # 20.0%, 80% parse, 25.0% of those right
+    # cold start: 7.0%, 43% parse, 16.3% of those right; R1: 20.0%, 80% parse, 25.0% right, "B" for 150 of 160
+    cold = {"counts": {"total": 200, "correct": 14, "unparseable": 114}, "answers": {"A": 30, "C": 26, "D": 30}}
+    r1 = {"counts": {"total": 200, "correct": 40, "unparseable": 40}, "answers": {"B": 150, "D": 10}}
     v = grpo_verdict(cold, r1, [0.20, 0.16, 0.18])
-    assert v["coldstart"] == {"acc": 0.07, "parseable": 0.43, "acc_parsed": 14 / 86}
-    assert v["r1"] == {"acc": 0.2, "parseable": 0.8, "acc_parsed": 0.25}
+    assert v["coldstart"] == {"acc": 0.07, "parseable": 0.43, "acc_parsed": 14 / 86, "top_answer": "D",
+                              "top_share": 30 / 86}  # a tie goes to the later letter, deterministically
+    assert v["r1"] == {"acc": 0.2, "parseable": 0.8, "acc_parsed": 0.25, "top_answer": "B", "top_share": 150 / 160}
     assert abs(v["r1_mean"] - 0.18) < 1e-12 and abs(v["r1_std"] - 0.02) < 1e-12
     assert abs(v["gain"] - 0.11) < 1e-12 and v["beats_spread"] is True
     md = _verdict_section(v)
     assert "| accuracy | 7.0 | 18.0 ± 2.0 (3 seeds) |" in md and "| answers that parse | 43.0 | 80.0 |" in md
+    assert "| most common answer (share of parsed) | D (35%) | B (94%) |" in md
     assert "+11.0 points" in md and "is above the spread" in md
     # a gain inside the spread is reported as such
     v = grpo_verdict(cold, r1, [0.05, 0.12, 0.10])
     assert v["beats_spread"] is False and "not above the spread" in _verdict_section(v)
-    # nothing parsed: rates of zero, not a division error
-    assert grpo_verdict({"total": 5, "correct": 0, "unparseable": 5}, r1, [0.1])["coldstart"]["acc_parsed"] == 0.0
+    # nothing parsed (or results from before answers were counted): zero rates and no letter, not an error
+    none = grpo_verdict({"counts": {"total": 5, "correct": 0, "unparseable": 5}}, r1, [0.1])["coldstart"]
+    assert none["acc_parsed"] == 0.0 and none["top_answer"] is None

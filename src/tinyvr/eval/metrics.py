@@ -15,6 +15,8 @@ guess scored); `counts` in results.json makes each of them visible.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import datetime as _dt
 import functools
 import json
@@ -136,6 +138,13 @@ def outcome_counts(records: Sequence[Mapping], *, skipped: int = 0) -> dict[str,
             "guessed": guessed, "skipped": skipped, "errors": errors}
 
 
+def answer_counts(records: Sequence[Mapping]) -> dict[str, int]:
+    """How often each answer was given (parsed answers only): a model that gives one letter to
+    most items is reading a prior, not the question, whatever its accuracy."""
+    counts = Counter(str(r["pred"]) for r in records if r.get("pred") is not None and not r.get("error"))
+    return dict(sorted(counts.items()))
+
+
 def write_results(out_dir: str | Path, scores: Mapping[str, float], card: Mapping[str, Any],
                   records: Sequence[Mapping], *, task: str | None = None, mode: str | None = None,
                   label: str | None = None, skipped: int = 0,
@@ -155,7 +164,7 @@ def write_results(out_dir: str | Path, scores: Mapping[str, float], card: Mappin
     if label is None:
         label = card.get("label") or card.get("stage") or Path(str(card.get("model", "model"))).name
     result = {"task": task, "mode": mode, "label": label, "scores": dict(scores), "card": dict(card),
-              "counts": outcome_counts(records, skipped=skipped)}
+              "counts": outcome_counts(records, skipped=skipped), "answers": answer_counts(records)}
     if reasoning is not None:
         result["reasoning"] = dict(reasoning)
     if sampling is not None:  # several samples per item: scores are their majority vote

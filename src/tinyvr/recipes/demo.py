@@ -113,31 +113,35 @@ def evaluate_stage(model_dir: Path, data: Path, out: Path, *, seed: int, cfg, li
     from tinyvr.recipes.common import load_model
 
     load = cache(lambda: load_model(model_dir))  # loaded at the first evaluation not yet finished
-    scores, reasoning, counts = {}, {}, {}
+    scores, reasoning, outcomes = {}, {}, {}
     for split in SPLITS:
         for mode in MODES:
             r = evaluate_once(model_dir, data, out / f"{split}-{mode}", cfg, split=split, mode=mode, seed=seed,
                               label=out.name, limit=limit, load=load)
             scores.setdefault(split, {})[mode] = r["scores"]["Avg"]
-            counts.setdefault(split, {})[mode] = r["counts"]
+            outcomes.setdefault(split, {})[mode] = {"counts": r["counts"], "answers": r.get("answers")}
             if mode == "reason" and r.get("reasoning"):
                 reasoning[split] = r["reasoning"]
             info(f"{out.name} {split} {mode}: {r['scores']['Avg']:.3f}")
-    return {"scores": scores, "reasoning": reasoning, "counts": counts}
+    return {"scores": scores, "reasoning": reasoning, "outcomes": outcomes}
 
 
 def grpo_verdict(coldstart: dict, r1: dict, r1_seed_accs: list[float]) -> dict:
     """Does GRPO beat its cold start on held-out reason accuracy by more than the seed-to-seed spread?
 
-    `coldstart` / `r1` are the two models' held-out reason-mode counts (correct / unparseable / total),
-    `r1_seed_accs` the R1 accuracy of every GRPO seed run (one without --ablations: spread unknown).
-    The accuracy is split into how often an answer parses and how often a parsed answer is right, so
-    a gain that is only format shows as such."""
-    def parts(c: dict) -> dict:
+    `coldstart` / `r1` are the two models' held-out reason-mode outcomes ({"counts": correct /
+    unparseable / total, "answers": {letter: n}}), `r1_seed_accs` the R1 accuracy of every GRPO seed
+    run (one without --ablations: spread unknown). The accuracy is split into how often an answer
+    parses and how often a parsed answer is right, and the share of the most common answer is kept:
+    a gain that is only format, or one letter given to every item, shows as such."""
+    def parts(o: dict) -> dict:
+        c, answers = o["counts"], o.get("answers") or {}
         answered = c["total"] - c["unparseable"]
+        top = max(answers, key=lambda k: (answers[k], k)) if answers else None
         return {"acc": c["correct"] / c["total"] if c["total"] else 0.0,
                 "parseable": answered / c["total"] if c["total"] else 0.0,
-                "acc_parsed": c["correct"] / answered if answered else 0.0}
+                "acc_parsed": c["correct"] / answered if answered else 0.0,
+                "top_answer": top, "top_share": answers[top] / sum(answers.values()) if top else None}
 
     start, mean = parts(coldstart)["acc"], statistics.mean(r1_seed_accs)
     std = statistics.stdev(r1_seed_accs) if len(r1_seed_accs) > 1 else None
@@ -267,10 +271,10 @@ def run_demo(out: str = "runs/demo", *, ablations: bool = False, seeds: int = 1,
 
     banner("5/6 evaluation: SFT / ColdStart / R1 x test / test_heldout x option / reason")
     eval_cfg = load_config(cfg_dir / "grpo.yaml", overrides)
-    results, reasoning, counts = {}, {}, {}
+    results, reasoning, outcomes = {}, {}, {}
     for row, stage in EVAL_STAGES.items():
         r = evaluate_stage(models[stage], data, out / "eval" / row, seed=seed, cfg=eval_cfg, limit=eval_limit)
-        results[row], reasoning[row], counts[row] = r["scores"], r["reasoning"], r["counts"]
+        results[row], reasoning[row], outcomes[row] = r["scores"], r["reasoning"], r["outcomes"]
     headroom = {"greedy": results["coldstart"]["test_heldout"]["reason"],
                 **measure_headroom(models["coldstart"], data, out / "eval" / "coldstart", seed=seed, cfg=eval_cfg,
                                    limit=eval_limit)}
@@ -281,7 +285,7 @@ def run_demo(out: str = "runs/demo", *, ablations: bool = False, seeds: int = 1,
     if ablations:
         ablation_summary = run_ablations(out, data, cfg_dir, start_overrides("grpo", foundation) + overrides,
                                          seeds=seeds, seed=seed, eval_cfg=eval_cfg, limit=eval_limit)
-    held = {row: counts[row]["test_heldout"]["reason"] for row in ("coldstart", "r1")}
+    held = {row: outcomes[row]["test_heldout"]["reason"] for row in ("coldstart", "r1")}
     verdict = grpo_verdict(held["coldstart"], held["r1"], ablation_summary["full"]["acc"] if ablation_summary
                            else [results["r1"]["test_heldout"]["reason"]])
 
@@ -348,6 +352,10 @@ def _print_table(results: dict) -> None:
         print(f"{row:<11}" + "".join(f"{100 * splits[s][m]:>20.1f}" for s in SPLITS for m in MODES))
 
 
+def _top(p: dict) -> str:
+    return "–" if p["top_answer"] is None else f"{p['top_answer']} ({100 * p['top_share']:.0f}%)"
+
+
 def _verdict_section(v: dict) -> str:
     n = len(v["r1_seed_accs"])
     r1 = f"{100 * v['r1_mean']:.1f}" + (f" ± {100 * v['r1_std']:.1f} ({n} seeds)" if n > 1 else " (1 seed)")
@@ -355,7 +363,8 @@ def _verdict_section(v: dict) -> str:
              f"| accuracy | {100 * v['coldstart']['acc']:.1f} | {r1} |",
              f"| answers that parse | {100 * v['coldstart']['parseable']:.1f} | {100 * v['r1']['parseable']:.1f} |",
              f"| accuracy of the parsed answers | {100 * v['coldstart']['acc_parsed']:.1f} | "
-             f"{100 * v['r1']['acc_parsed']:.1f} |", ""]
+             f"{100 * v['r1']['acc_parsed']:.1f} |",
+             f"| most common answer (share of parsed) | {_top(v['coldstart'])} | {_top(v['r1'])} |", ""]
     if v["beats_spread"] is None:
         lines.append(f"GRPO changes held-out reason accuracy by {100 * v['gain']:+.1f} points with one seed; "
                      "`tinyvr demo --ablations --seeds 3` measures the seed-to-seed spread it must beat.")
@@ -363,8 +372,9 @@ def _verdict_section(v: dict) -> str:
         lines.append(f"GRPO changes held-out reason accuracy by {100 * v['gain']:+.1f} points (mean of {n} seeds); "
                      f"the seed-to-seed spread (std) is {100 * v['r1_std']:.1f}: the gain is "
                      f"{'above' if v['beats_spread'] else 'not above'} the spread.")
-    lines.append("The parse and parsed-accuracy rows (seed of the main run) say whether a change comes from the "
-                 "answer format or from the answers themselves.")
+    lines.append("The lower rows (seed of the main run) say where a change comes from: the answer format (answers "
+                 "that parse), the answers themselves (accuracy of the parsed ones), or one letter given to most "
+                 "items (a prior, not the video; chance is about one in the number of options).")
     return "\n".join(lines)
 
 
