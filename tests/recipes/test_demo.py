@@ -2,13 +2,16 @@
 
 import json
 
+import yaml
+
 from tests.recipes.conftest import SIZES
 
 TOY = ["optim.max_steps=2", "optim.batch_size=2", "rollout.num_generations=2", "rollout.max_new_tokens=8",
        "eval.max_new_tokens=8", "eval.batch_size=4", "run.progress=false", "run.tensorboard=false"]
 
 
-def test_demo_runs_every_stage_writes_results_and_report_and_reuses_them(tmp_path):
+def test_demo_runs_every_stage_writes_results_and_report_reuses_them_and_adds_ablations(tmp_path, monkeypatch):
+    from tinyvr.recipes import demo
     from tinyvr.recipes.demo import run_demo
 
     out = tmp_path / "demo"
@@ -44,12 +47,26 @@ def test_demo_runs_every_stage_writes_results_and_report_and_reuses_them(tmp_pat
     assert gain["r1_seed_accs"] == [results["r1"]["test_heldout"]["reason"]] and gain["beats_spread"] is None
     assert "## Does GRPO beat its cold start?" in md and "--ablations --seeds 3" in md
 
-    # a second run reuses every finished stage and evaluation: same numbers, no retraining
+    # a second run reuses every finished stage and evaluation: same numbers, no retraining; with
+    # --ablations (two of the variants here, to keep it short) over 2 seeds, the verdict gets a spread
     weights = {s: (out / s / "model" / "model.safetensors").stat().st_mtime_ns for s in ("sft", "grpo")}
-    run_demo(out=str(out), overrides=TOY, eval_limit=3, sizes=dict(SIZES))
+    monkeypatch.setattr(demo, "ABLATIONS", {"full": [], "no_noise": ["rl.noise_std=0.0"]})
+    run_demo(out=str(out), overrides=TOY, eval_limit=3, sizes=dict(SIZES), ablations=True, seeds=2)
     assert json.loads((out / "results.json").read_text()) == results
-    assert json.loads((out / "summary.json").read_text())["headroom"] == head
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["headroom"] == head
     assert {s: (out / s / "model" / "model.safetensors").stat().st_mtime_ns for s in weights} == weights
+    abl = summary["ablations"]
+    assert set(abl) == {"full", "no_noise"} and all(len(a["acc"]) == 2 for a in abl.values())
+    for s in (0, 1):
+        r = json.loads((out / "ablations" / f"no_noise-seed{s}" / "eval" / "test_heldout-reason" / "results.json")
+                       .read_text())
+        assert r["scores"]["Avg"] == abl["no_noise"]["acc"][s] and r["card"]["seed"] == s
+    assert yaml.safe_load((out / "ablations" / "no_noise-seed1" / "config.yaml").read_text())["rl"]["noise_std"] == 0.0
+    gain = summary["grpo_gain"]
+    assert gain["r1_seed_accs"] == abl["full"]["acc"] and gain["beats_spread"] == (gain["gain"] > gain["r1_std"])
+    md = (out / "report.md").read_text()
+    assert "## Ablations" in md and "| no_noise |" in md and "(2 seeds)" in md and "--ablations --seeds 3" not in md
 
 
 def test_demo_refuses_data_from_another_generator_seed_or_size(tmp_path):
