@@ -185,37 +185,51 @@ RUN_LOCK = "RUNNING"
 def claim_run_folder(folder: str | Path) -> Path:
     """Mark `folder` as in use by this process. Two processes training into one run folder would
     interleave metrics.jsonl and overwrite each other's checkpoints, so a second one is refused.
-    The lock file holds host and pid: a lock whose process is gone (a crash, a kill -9) is taken
-    over, so a resume never needs a manual clean-up; the same process may claim again (a resume
-    in one Python session)."""
-    import socket
-
+    The lock file holds host and pid and is created atomically (O_EXCL), so of two processes that
+    start together one wins. A lock whose process is gone (a crash, a kill -9) is taken over, so a
+    resume never needs a manual clean-up; the same process may claim again (a resume in one Python
+    session)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    lock, me = folder / RUN_LOCK, f"{socket.gethostname()} {os.getpid()}"
-    try:
-        host, pid = lock.read_text().split()
-        owner_alive = host != socket.gethostname() or _pid_alive(int(pid))
-    except (FileNotFoundError, ValueError):
-        owner_alive = False  # no lock, or a half-written one
-    if owner_alive and f"{host} {pid}" != me:
-        raise CheckpointError(f"{folder}: another training process ({host}, pid {pid}) is using this run "
-                              f"folder; wait for it to finish or set another run.output_dir (if no such "
-                              f"process runs, delete {lock})")
-    lock.write_text(me + "\n")
-    return lock
+    lock, me = folder / RUN_LOCK, _lock_owner()
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                owner = lock.read_text().split()
+                host, pid = owner[0], int(owner[1])
+            except (FileNotFoundError, ValueError, IndexError):
+                owner = None  # removed meanwhile, or a half-written lock
+            if owner == me:
+                return lock
+            if owner and (host != me[0] or _pid_alive(pid)):
+                raise CheckpointError(f"{folder}: another training process ({host}, pid {pid}) is using this run "
+                                      f"folder; wait for it to finish or set another run.output_dir (if no such "
+                                      f"process runs, delete {lock})") from None
+            lock.unlink(missing_ok=True)  # its owner is gone: take it over with a fresh atomic create
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(" ".join(me) + "\n")
+        return lock
+    raise CheckpointError(f"{folder}: could not take the run folder's lock {lock}; another process keeps "
+                          "replacing it")
 
 
 def release_run_folder(folder: str | Path) -> None:
     """Remove this process's lock (a finished stage); another process's lock is left alone."""
-    import socket
-
     lock = Path(folder) / RUN_LOCK
     try:
-        if lock.read_text().split() == [socket.gethostname(), str(os.getpid())]:
+        if lock.read_text().split() == _lock_owner():
             lock.unlink()
     except (FileNotFoundError, ValueError):
         pass
+
+
+def _lock_owner() -> list[str]:
+    import socket
+
+    return [socket.gethostname(), str(os.getpid())]
 
 
 def _pid_alive(pid: int) -> bool:
