@@ -48,7 +48,11 @@ def test_config_file_drives_eval_and_flags_override(tiny_model_dir, synthetic_ro
         # what the loaded model really used, not an echo of the file
         assert card["dtype"] == "float32" and card["attn_implementation"] == "eager"
         assert card["batch_size"] == 2 and card["config"] == str(cfg)
-    assert "wrote " + str(out / "synthetic-test-reason" / "results.json") in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "wrote " + str(out / "synthetic-test-reason" / "results.json") in printed
+    # the answers given are printed with the scores (a model giving one letter to every item shows)
+    assert printed.count('"answers": {') == 2
+    assert sum(_results(out / "synthetic-test-reason")["answers"].values()) <= 3
 
     # flags and dotted overrides win over the file; what they do not name still comes from it
     generate_calls.reset()

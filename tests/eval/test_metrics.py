@@ -62,6 +62,8 @@ def test_write_results(tmp_path):
     assert data["counts"] == {"total": 5, "correct": 2, "unparseable": 1, "guessed": 2, "skipped": 3,
                               "errors": 1}
     assert data["answers"] == {"A": 1, "B": 1, "C": 1}  # parsed answers only: no None, no errored item
+    assert metrics.top_answer(data["answers"]) == ("C", 1 / 3)  # a tie goes to the later letter
+    assert metrics.top_answer({"A": 1, "D": 3}) == ("D", 0.75) and metrics.top_answer({}) is None
     assert data["reasoning"] == {"mean_think_length": 120.0}
     lines = (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()
     assert [json.loads(line) for line in lines] == RECORDS

@@ -145,6 +145,15 @@ def answer_counts(records: Sequence[Mapping]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def top_answer(answers: Mapping[str, int] | None) -> tuple[str, float] | None:
+    """The most common answer of `answer_counts` and its share of all answers given (a tie goes to
+    the later letter, so the choice is deterministic); None when nothing was answered."""
+    if not answers:
+        return None
+    top = max(answers, key=lambda k: (answers[k], k))
+    return top, answers[top] / sum(answers.values())
+
+
 def write_results(out_dir: str | Path, scores: Mapping[str, float], card: Mapping[str, Any],
                   records: Sequence[Mapping], *, task: str | None = None, mode: str | None = None,
                   label: str | None = None, skipped: int = 0,

@@ -134,14 +134,15 @@ def grpo_verdict(coldstart: dict, r1: dict, r1_seed_accs: list[float]) -> dict:
     run (one without --ablations: spread unknown). The accuracy is split into how often an answer
     parses and how often a parsed answer is right, and the share of the most common answer is kept:
     a gain that is only format, or one letter given to every item, shows as such."""
+    from tinyvr.eval.metrics import top_answer
+
     def parts(o: dict) -> dict:
-        c, answers = o["counts"], o.get("answers") or {}
-        answered = c["total"] - c["unparseable"]
-        top = max(answers, key=lambda k: (answers[k], k)) if answers else None
+        c, answered = o["counts"], o["counts"]["total"] - o["counts"]["unparseable"]
+        top, share = top_answer(o.get("answers")) or (None, None)
         return {"acc": c["correct"] / c["total"] if c["total"] else 0.0,
                 "parseable": answered / c["total"] if c["total"] else 0.0,
                 "acc_parsed": c["correct"] / answered if answered else 0.0,
-                "top_answer": top, "top_share": answers[top] / sum(answers.values()) if top else None}
+                "top_answer": top, "top_share": share}
 
     start, mean = parts(coldstart)["acc"], statistics.mean(r1_seed_accs)
     std = statistics.stdev(r1_seed_accs) if len(r1_seed_accs) > 1 else None

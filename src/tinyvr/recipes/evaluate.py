@@ -189,8 +189,10 @@ def quick_eval(model, processor, cfg, out_dir: Path, videos=None) -> dict:
                      label=cfg.run.name, videos=videos, model_name=str(cfg.run.output_dir),
                      progress=cfg.run.progress)
         results[mode] = r["scores"]["Avg"]
+        top = metrics.top_answer(r.get("answers"))
         info(f"{cfg.run.name} {eval_file.stem} {mode}: accuracy {r['scores']['Avg']:.3f} "
-             f"(unparseable {r['counts']['unparseable']}/{r['counts']['total']})")
+             f"(unparseable {r['counts']['unparseable']}/{r['counts']['total']}"
+             + (f"; most common answer {top[0]}, {100 * top[1]:.0f}%)" if top else ")"))
     return results
 
 
@@ -330,6 +332,6 @@ def evaluate_cli(a) -> None:
                      max_new_tokens=st.max_new_tokens[mode], batch_size=st.batch_size, seed=st.seed,
                      extraction=st.extraction, label=Path(st.model).name, model_name=str(st.model),
                      extra_card=card, samples=st.samples)
-        shown = {k: r[k] for k in ("mode", "scores", "counts", "sampling") if k in r}
+        shown = {k: r[k] for k in ("mode", "scores", "counts", "answers", "sampling") if k in r}
         print(json.dumps(shown, indent=2))
         print(f"wrote {out / 'results.json'}")
