@@ -94,8 +94,9 @@ def test_grpo_verdict_splits_accuracy_into_format_answers_and_letter_prior_and_c
     from tinyvr.recipes.demo import _verdict_section, grpo_verdict
 
     # cold start: 7.0%, 43% parse, 16.3% of those right; R1: 20.0%, 80% parse, 25.0% right, "B" for 150 of 160
-    cold = {"counts": {"total": 200, "correct": 14, "unparseable": 114}, "answers": {"A": 30, "C": 26, "D": 30}}
-    r1 = {"counts": {"total": 200, "correct": 40, "unparseable": 40}, "answers": {"B": 150, "D": 10}}
+    cold = {"acc": 0.07, "counts": {"total": 200, "correct": 14, "unparseable": 114},
+            "answers": {"A": 30, "C": 26, "D": 30}}
+    r1 = {"acc": 0.2, "counts": {"total": 200, "correct": 40, "unparseable": 40}, "answers": {"B": 150, "D": 10}}
     v = grpo_verdict(cold, r1, [0.20, 0.16, 0.18])
     assert v["coldstart"] == {"acc": 0.07, "parseable": 0.43, "acc_parsed": 14 / 86, "top_answer": "D",
                               "top_share": 30 / 86}  # a tie goes to the later letter, deterministically
@@ -110,5 +111,5 @@ def test_grpo_verdict_splits_accuracy_into_format_answers_and_letter_prior_and_c
     v = grpo_verdict(cold, r1, [0.05, 0.12, 0.10])
     assert v["beats_spread"] is False and "not above the spread" in _verdict_section(v)
     # nothing parsed (or results from before answers were counted): zero rates and no letter, not an error
-    none = grpo_verdict({"counts": {"total": 5, "correct": 0, "unparseable": 5}}, r1, [0.1])["coldstart"]
+    none = grpo_verdict({"acc": 0.0, "counts": {"total": 5, "correct": 0, "unparseable": 5}}, r1, [0.1])["coldstart"]
     assert none["acc_parsed"] == 0.0 and none["top_answer"] is None

@@ -154,6 +154,17 @@ def top_answer(answers: Mapping[str, int] | None) -> tuple[str, float] | None:
     return top, answers[top] / sum(answers.values())
 
 
+def sampling_scores(records: Sequence[Mapping], samples: int) -> dict[str, float]:
+    """pass@1, majority of K and pass@K of records scored from K sampled answers each (`correct`
+    is the majority's; `samples_correct` how many of the K were right). Errored items count wrong,
+    as in the scores."""
+    scored = [r for r in records if not r.get("error")]
+    n = max(1, len(records))
+    return {"samples": samples, "pass@1": sum(r["samples_correct"] for r in scored) / (n * samples),
+            f"maj@{samples}": sum(bool(r["correct"]) for r in records) / n,
+            f"pass@{samples}": sum(r["samples_correct"] > 0 for r in scored) / n}
+
+
 def write_results(out_dir: str | Path, scores: Mapping[str, float], card: Mapping[str, Any],
                   records: Sequence[Mapping], *, task: str | None = None, mode: str | None = None,
                   label: str | None = None, skipped: int = 0,

@@ -119,7 +119,8 @@ def evaluate_stage(model_dir: Path, data: Path, out: Path, *, seed: int, cfg, li
             r = evaluate_once(model_dir, data, out / f"{split}-{mode}", cfg, split=split, mode=mode, seed=seed,
                               label=out.name, limit=limit, load=load)
             scores.setdefault(split, {})[mode] = r["scores"]["Avg"]
-            outcomes.setdefault(split, {})[mode] = {"counts": r["counts"], "answers": r.get("answers")}
+            outcomes.setdefault(split, {})[mode] = {"acc": r["scores"]["Avg"], "counts": r["counts"],
+                                                    "answers": r.get("answers")}
             if mode == "reason" and r.get("reasoning"):
                 reasoning[split] = r["reasoning"]
             info(f"{out.name} {split} {mode}: {r['scores']['Avg']:.3f}")
@@ -129,8 +130,8 @@ def evaluate_stage(model_dir: Path, data: Path, out: Path, *, seed: int, cfg, li
 def grpo_verdict(coldstart: dict, r1: dict, r1_seed_accs: list[float]) -> dict:
     """Does GRPO beat its cold start on held-out reason accuracy by more than the seed-to-seed spread?
 
-    `coldstart` / `r1` are the two models' held-out reason-mode outcomes ({"counts": correct /
-    unparseable / total, "answers": {letter: n}}), `r1_seed_accs` the R1 accuracy of every GRPO seed
+    `coldstart` / `r1` are the two models' held-out reason-mode outcomes ({"acc": the table's score,
+    "counts": correct / unparseable / total, "answers": {letter: n}}), `r1_seed_accs` the R1 accuracy of every GRPO seed
     run (one without --ablations: spread unknown). The accuracy is split into how often an answer
     parses and how often a parsed answer is right, and the share of the most common answer is kept:
     a gain that is only format, or one letter given to every item, shows as such."""
@@ -139,7 +140,7 @@ def grpo_verdict(coldstart: dict, r1: dict, r1_seed_accs: list[float]) -> dict:
     def parts(o: dict) -> dict:
         c, answered = o["counts"], o["counts"]["total"] - o["counts"]["unparseable"]
         top, share = top_answer(o.get("answers")) or (None, None)
-        return {"acc": c["correct"] / c["total"] if c["total"] else 0.0,
+        return {"acc": o["acc"],  # the score the table and the seed runs report, not recomputed
                 "parseable": answered / c["total"] if c["total"] else 0.0,
                 "acc_parsed": c["correct"] / answered if answered else 0.0,
                 "top_answer": top, "top_share": share}

@@ -115,16 +115,9 @@ def evaluate(model, processor, task, items, mode: str, out_dir: str | Path, *, t
                   "top_p": params.top_p, "greedy": temperature <= 0, "extraction": extraction},
         seed=seed, data_files=getattr(items, "files", []), frame_sampling="linspace",
         extra=extra_card)
-    sampling = None
-    if samples > 1:
-        scored = [r for r in records if not r.get("error")]
-        n = max(1, len(records))  # errors count wrong, as in the scores
-        sampling = {"samples": samples, "pass@1": sum(r["samples_correct"] for r in scored) / (n * samples),
-                    f"maj@{samples}": sum(r["correct"] for r in records) / n,
-                    f"pass@{samples}": sum(r["samples_correct"] > 0 for r in scored) / n}
     path = metrics.write_results(out_dir, scores, card, records, task=task.name, mode=mode, label=label,
                                  skipped=getattr(items, "num_skipped", 0), reasoning=reasoning,
-                                 sampling=sampling)
+                                 sampling=metrics.sampling_scores(records, samples) if samples > 1 else None)
     partial.unlink(missing_ok=True)
     return json.loads(path.read_text())
 
