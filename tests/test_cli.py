@@ -91,3 +91,28 @@ def test_init_model_and_infer(tmp_path, capsys):
     assert one != first and first.startswith(one.strip())  # the flag's shorter budget won
     assert main(["infer", "--video", str(video), "--question", "q"]) == 2
     assert "--model is required" in capsys.readouterr().err
+
+
+def test_foundation_flags_reach_the_recipe_config(monkeypatch, tmp_path, capsys):
+    """Every `tinyvr foundation` flag lands in the FoundationConfig the recipe gets (a flag that is
+    parsed but dropped would silently build another recipe than asked for)."""
+    import tinyvr.recipes.foundation as foundation
+
+    seen = {}
+    monkeypatch.setattr(foundation, "build_foundation",
+                        lambda out, cfg, part: seen.update(out=out, cfg=cfg, part=part) or out)
+    main(["foundation", "--out", str(tmp_path), "--part", "align", "--seed", "3", "--items", "40",
+          "--align-steps", "7", "--binding-formats", "which,enum", "--induction-fraction", "0",
+          "--align-grounded-fraction", "0.6", "--align-choice-fraction", "0.4", "--align-reason-fraction", "0.3",
+          "--align-question-fraction", "1", "--align-question-reason-fraction", "0.5", "--align-question-trace",
+          "--tokenizer-from", "runs/x/init", "--threads", "1", "--model", '{"group": 4}'])
+    cfg = seen["cfg"]
+    assert seen["part"] == "align" and str(tmp_path) in capsys.readouterr().out
+    assert (cfg.seed, cfg.items, cfg.align_steps, cfg.binding_formats, cfg.induction_fraction) == (
+        3, 40, 7, ("which", "enum"), 0.0)
+    assert (cfg.align_grounded_fraction, cfg.align_choice_fraction, cfg.align_reason_fraction,
+            cfg.align_question_fraction, cfg.align_question_reason_fraction) == (0.6, 0.4, 0.3, 1.0, 0.5)
+    assert cfg.align_question_trace is True and cfg.tokenizer_from == "runs/x/init"
+    assert (cfg.threads, cfg.model_overrides) == (1, {"group": 4})
+    main(["foundation", "--out", str(tmp_path)])
+    assert seen["cfg"].align_question_trace is False and seen["part"] == "all"

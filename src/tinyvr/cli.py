@@ -103,6 +103,7 @@ def _cmd_foundation(a):
                            align_reason_fraction=a.align_reason_fraction,
                            align_question_fraction=a.align_question_fraction,
                            align_question_reason_fraction=a.align_question_reason_fraction,
+                           align_question_trace=a.align_question_trace,
                            tokenizer_from=a.tokenizer_from,
                            model_overrides=_json_arg(a.model, "--model"))
     print(build_foundation(a.out, cfg, part=a.part))
@@ -174,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--align-question-reason-fraction", type=float, default=0.0,
                    help="share of those own questions asked as evaluation asks them in reason mode (the item's "
                         "options), answered with the stated answer, the option check and the letter")
+    s.add_argument("--align-question-trace", action="store_true",
+                   help="answer those reason-form questions with the item's whole reasoning trace (what the "
+                        "frames show first), as the cold start's samples do")
     s.add_argument("--tokenizer-from", default="",
                    help="use an earlier build's tokenizer (its init/ or model/ folder) instead of training one, "
                         "so its weights can be continued after the generator's text changed")

@@ -443,3 +443,29 @@ def test_cli_model_flag_must_be_a_json_object():
     with pytest.raises(ConfigError, match="expected a JSON object"):
         _json_arg("[8]", "--model")
 
+
+
+def test_own_question_with_the_trace_states_what_the_frames_show_before_the_answer():
+    """align_question_trace: the reason-form answer thinks with the item's whole reasoning trace (the
+    cold start's format): evidence first, then the stated answer and the check, then the letter."""
+    from tinyvr.data.synthetic.grounding import grounded_questions
+    from tinyvr.eval.extract import find_answer_tag
+    from tinyvr.recipes.foundation import align_conversation, own_question
+
+    seen = 0
+    for n, (record, cand) in enumerate(foundation_items(0, 16)):
+        short = own_question(record, reason=True)[2]
+        long = own_question(record, reason=True, trace=True)[2]
+        think = long.split("<think>")[1].split("</think>")[0]
+        assert think == record["reasoning"] and len(long) > len(short)
+        # the trace's tail is the short answer's whole thinking: the same check, the same letter
+        assert think.endswith(short.split("<think>")[1].split("</think>")[0])
+        assert find_answer_tag(long) == record["answer"] == find_answer_tag(short)
+        grounded = grounded_questions(cand, 8)
+        if grounded:
+            cfg = FoundationConfig(align_grounded_fraction=1.0, align_question_fraction=1.0,
+                                   align_question_reason_fraction=1.0, align_question_trace=True)
+            conv = align_conversation(random.Random(n), record, grounded, cfg)
+            assert sum(turn["value"] == long for turn in conv) == 1
+            seen += 1
+    assert seen >= 8

@@ -64,7 +64,7 @@ PART_SETTINGS = {  # the FoundationConfig fields each part trains with (recorded
     "language": _COMMON + _LANGUAGE_MIX + ("language_steps", "language_lr", "language_batch", "language_init"),
     "align": _COMMON + _LANGUAGE_MIX + ("align_steps", "align_lr", "align_batch", "align_grounded_fraction",
                                         "align_choice_fraction", "align_reason_fraction", "align_question_fraction",
-                                        "align_question_reason_fraction"),
+                                        "align_question_reason_fraction", "align_question_trace"),
 }
 
 
@@ -98,6 +98,9 @@ class FoundationConfig:
     # of those own questions, the share asked as the evaluation asks it in reason mode (the item's options
     # and the reasoning instruction), answered with the stated answer, the option check and the letter
     align_question_reason_fraction: float = 0.0
+    # those reason-form answers think with the item's whole trace (what the frames show, then the
+    # stated answer and the check) instead of the stated answer alone: the cold start's format
+    align_question_trace: bool = False
     # tokenizer of an earlier build's folder (init/ or model/) instead of one trained on the items' text:
     # its weights can then be continued after the generator's text changed
     tokenizer_from: str = ""
@@ -438,16 +441,18 @@ def caption_cut(rng: random.Random, caption: str) -> str:
 GROUNDED_TURNS = 6  # grounded questions per training clip
 
 
-def own_question(record: dict, reason: bool = False) -> tuple[str, str, str]:
+def own_question(record: dict, reason: bool = False, trace: bool = False) -> tuple[str, str, str]:
     """The clip's own dataset question (direction, order, count, ...) answered openly: the text the
     cold start's thinking states before its option check. `reason`: with the item's options and the
     reasoning instruction, joined as GRPO and the synthetic task's evaluation join them; answered
-    with that text stated, the option check and the letter."""
+    with that text stated, the option check and the letter. `trace`: the thinking is the item's
+    whole reasoning trace, which states what the frames show before the answer."""
     if not reason:
         return "question", record["question"], record["answer_text"]
     k = LETTERS.index(record["answer"])
+    think = record["reasoning"] if trace else checked_thinking(record["options"], k)
     return ("question", grpo_question(format_problem(record["question"], record["options"])),
-            reasoned_answer(checked_thinking(record["options"], k), record["answer"]))
+            reasoned_answer(think, record["answer"]))
 
 
 def caption_conversation(record: dict, text: str) -> list[dict]:
@@ -470,7 +475,7 @@ def align_conversation(rng: random.Random, record: dict, grounded: list, cfg: "F
         # drawn only when asked for, so builds without it keep their draws
         if cfg.align_question_fraction and rng.random() < cfg.align_question_fraction:
             reason = bool(cfg.align_question_reason_fraction) and rng.random() < cfg.align_question_reason_fraction
-            turns.insert(rng.randrange(len(turns) + 1), own_question(record, reason))
+            turns.insert(rng.randrange(len(turns) + 1), own_question(record, reason, cfg.align_question_trace))
         return grounded_conversation(turns)
     return caption_conversation(record, caption_cut(rng, record["caption"]))
 
@@ -539,7 +544,8 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
     if cfg.align_question_fraction:
         held_out["question_"] = [[own_question(records[j])] for j in range(n_va)]
     if cfg.align_question_reason_fraction:
-        held_out["question_reason_"] = [[own_question(records[j], reason=True)] for j in range(n_va)]
+        held_out["question_reason_"] = [[own_question(records[j], reason=True, trace=cfg.align_question_trace)]
+                                        for j in range(n_va)]
 
     def first_sentence(i: int) -> list[dict]:
         return caption_conversation(records[i], records[i]["caption"].split(". ")[0].rstrip(".") + ".")
