@@ -70,6 +70,9 @@ class DataConfig:
     allow_outside_root: bool = False  # dataset paths may not escape video_root unless allowed
     cache_features: bool = True  # frozen tower: compute its features once per video
     limit: int = field(default=0, metadata=_range(0))  # use only the first N rows; 0 = all
+    # GRPO: only rows whose `family` column is one of these (empty: all). Prompts the starting model
+    # answers at chance teach only a letter preference (docs/tiny-study.md, item 30)
+    families: list[str] = field(default_factory=list)
 
 
 @dataclass

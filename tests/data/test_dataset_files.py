@@ -35,6 +35,22 @@ def test_good_rows(tmp_path):
     assert rows[1].index == 2 and rows[1].columns == {"qid": 7, "kind": "TC"}  # blank line 2 skipped
 
 
+def test_select_families_keeps_the_named_families_and_names_a_typo(tmp_path):
+    from tinyvr.data.datasets import select_families
+    from tinyvr.errors import ConfigError
+
+    f = write_lines(tmp_path / "d.jsonl", [grpo(family="color"), grpo(family="order"), grpo(),
+                                           grpo(family="count"), grpo(family="color")])
+    rows, _ = load_grpo_jsonl(f, tmp_path)
+    assert select_families(rows, [], f) is rows
+    assert [r.index for r in select_families(rows, ["color", "count"], f)] == [0, 3, 4]  # no family: out
+    with pytest.raises(ConfigError, match=r"\['colour'\] not in .*d.jsonl.*\['color', 'count', 'order'\]"):
+        select_families(rows, ["color", "colour"], f)
+    plain, _ = load_grpo_jsonl(write_lines(tmp_path / "p.jsonl", [grpo(), grpo()]), tmp_path)
+    with pytest.raises(ConfigError, match="no row of .*p.jsonl has a 'family' column"):
+        select_families(plain, ["color"], tmp_path / "p.jsonl")
+
+
 def test_byte_order_mark_is_ignored(tmp_path):
     f = write_lines(tmp_path / "d.jsonl", [b"\xef\xbb\xbf" + grpo().encode()])
     rows, bad = load_grpo_jsonl(f, tmp_path)

@@ -379,11 +379,31 @@ def test_demo_starts_from_a_foundation(toy_foundation, tmp_path):
     assert lm and all(torch.equal(before[k], after[k]) for k in lm)  # the caption stage: connector only
     sft = load_file(out / "sft" / "model" / "model.safetensors")
     assert any(not torch.equal(after[k], sft[k]) for k in lm)  # later stages train the LLM again
-    # SFT and the cold start at the reference's rates, the fresh model's own rates otherwise
-    for stage, key, value in [("sft", "lr", 2e-5), ("coldstart", "lr", 1e-5), ("coldstart", "epochs", 1)]:
+    # SFT and the cold start at the reference's rates, GRPO longer at a higher rate (docs/tiny-study.md,
+    # item 30), the fresh model's own rates otherwise
+    for stage, key, value in [("sft", "lr", 2e-5), ("coldstart", "lr", 1e-5), ("coldstart", "epochs", 1),
+                              ("grpo", "lr", 3e-5)]:
         assert yaml.safe_load((out / stage / "config.yaml").read_text())["optim"][key] == value
         assert yaml.safe_load((PACKAGED_CONFIGS / f"{stage}.yaml").read_text())["optim"][key] != value
+    assert yaml.safe_load((out / "grpo" / "config.yaml").read_text())["data"]["families"] == [
+        "color", "order", "count", "cause", "change"]
     assert set(json.loads((out / "results.json").read_text())) == {"sft", "coldstart", "r1"}
+
+
+def test_a_foundation_demo_draws_a_larger_rl_split_than_its_grpo_steps_use():
+    """From a foundation GRPO runs 400 steps of 4 prompts from five of the eight (equally common)
+    families: the default rl split holds enough of them to show every prompt once; the fresh demo
+    keeps its smaller split (and its time budget)."""
+    from tinyvr.config import load_config
+    from tinyvr.data.synthetic import FAMILIES
+    from tinyvr.recipes.demo import DEMO_SIZES, FOUNDATION_OVERRIDES, demo_sizes
+
+    cfg = load_config("configs/tiny/grpo.yaml", FOUNDATION_OVERRIDES["grpo"])
+    assert set(cfg.data.families) < set(FAMILIES)
+    kept = demo_sizes("runs/f")["rl"] * len(cfg.data.families) // len(FAMILIES)
+    assert kept >= cfg.optim.max_steps * cfg.optim.batch_size > demo_sizes("")["rl"]
+    assert demo_sizes("") == DEMO_SIZES and demo_sizes("") is not DEMO_SIZES
+    assert {k: v for k, v in demo_sizes("runs/f").items() if k != "rl"} == {k: v for k, v in DEMO_SIZES.items() if k != "rl"}
 
 
 def test_runs_right_counts_whole_answers():

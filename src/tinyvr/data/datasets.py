@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tinyvr.data.template import check_conversation
-from tinyvr.errors import DataError
+from tinyvr.errors import ConfigError, DataError
 
 MAX_LINE_BYTES = 1 << 20  # a jsonl row longer than 1 MiB is not a question; refuse, don't parse
 GRPO_FIELDS = ("problem", "solution", "video_filename")
@@ -173,6 +173,20 @@ def _check_file(path: Path) -> None:
         raise DataError(path, "data file not found")
     if not path.is_file():
         raise DataError(path, "not a file")
+
+
+def select_families(rows: list[GrpoRow], families, source) -> list[GrpoRow]:
+    """The rows whose `family` column is in `families` (all rows when it is empty). A family that no
+    row has is an error naming the families the file does have, so a typo cannot train on nothing."""
+    if not families:
+        return rows
+    have = sorted({str(r.columns["family"]) for r in rows if "family" in r.columns})
+    if not have:
+        raise ConfigError(f"data.families={list(families)}: no row of {source} has a 'family' column")
+    missing = [f for f in families if f not in have]
+    if missing:
+        raise ConfigError(f"data.families: {missing} not in {source} (its families: {have})")
+    return [r for r in rows if r.columns.get("family") in set(families)]
 
 
 def load_grpo_jsonl(path, video_root, *, allow_outside_root: bool = False, check_exists: bool = False,

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tinyvr.config import TrainConfig
-from tinyvr.data.datasets import BadSampleTracker, load_grpo_jsonl
+from tinyvr.data.datasets import BadSampleTracker, load_grpo_jsonl, select_families
 from tinyvr.data.feature_cache import VideoInputs
 from tinyvr.data.template import GRPO_QUESTION_TEMPLATE
 from tinyvr.errors import TinyVRError
@@ -144,6 +144,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                                      allow_outside_root=cfg.data.allow_outside_root)
     for err in bad_rows:
         info(f"skipped row: {err}")
+    if cfg.data.families:
+        rows = select_families(rows, cfg.data.families, cfg.data.train_file)
+        info(f"data.families {cfg.data.families}: {len(rows)} prompts")
     if cfg.data.limit:
         rows = rows[: cfg.data.limit]
     tracker = BadSampleTracker(cfg.data.max_bad_fraction, initial_bad=len(bad_rows), initial_good=len(rows),
