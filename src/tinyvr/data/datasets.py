@@ -175,7 +175,7 @@ def _check_file(path: Path) -> None:
         raise DataError(path, "not a file")
 
 
-def select_families(rows: list[GrpoRow], families, source) -> list[GrpoRow]:
+def select_families(rows: list[GrpoRow], families: list[str], source) -> list[GrpoRow]:
     """The rows whose `family` column is in `families` (all rows when it is empty). A family that no
     row has is an error naming the families the file does have, so a typo cannot train on nothing."""
     if not families:
@@ -186,7 +186,8 @@ def select_families(rows: list[GrpoRow], families, source) -> list[GrpoRow]:
     missing = [f for f in families if f not in have]
     if missing:
         raise ConfigError(f"data.families: {missing} not in {source} (its families: {have})")
-    return [r for r in rows if r.columns.get("family") in set(families)]
+    keep = set(families)
+    return [r for r in rows if r.columns.get("family") in keep]
 
 
 def load_grpo_jsonl(path, video_root, *, allow_outside_root: bool = False, check_exists: bool = False,
