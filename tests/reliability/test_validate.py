@@ -56,6 +56,18 @@ def test_validate_cli_ok_and_data_flag(grpo_files, data_root, tiny_model, tiny_d
     assert "config configs/tiny/grpo.yaml: ok (stage grpo)" in out and "4 rows read, 0 malformed, 0 undecodable" in out
 
 
+def test_validate_reads_only_the_named_families_and_names_a_typo_before_training(data_root, tiny_data, tiny_model):
+    """data.families is checked by `tinyvr validate` and by the GRPO recipe's preflight, which runs
+    before the model loads: a typo fails in seconds, naming the families the file has."""
+    rl = tiny_data / "rl.jsonl"
+    families = [json.loads(line)["family"] for line in rl.read_text().splitlines()]
+    keep = families[0]
+    report = validate_run("configs/tiny/grpo.yaml", grpo_args(tiny_model, data_root, rl, f"data.families=[{keep}]"))
+    assert f"{families.count(keep)} rows read, 0 malformed" in report and families.count(keep) < len(families)
+    with pytest.raises(ConfigError, match=r"data.families: \['colour'\] not in .*rl.jsonl"):
+        validate_run("configs/tiny/grpo.yaml", grpo_args(tiny_model, data_root, rl, "data.families=[colour]"))
+
+
 def test_validate_sft_data_with_a_corrupt_video(data_root, tiny_data, tiny_model, fault_videos):
     shutil.copy(fault_videos["zero_bytes"], data_root / "empty.mp4")
     items = json.loads((tiny_data / "sft.json").read_text())

@@ -18,13 +18,15 @@ MAX_LISTED = 20  # bad rows / videos named in a report
 
 
 def check_data(path: str | Path, video_root: str | Path, *, allow_outside_root: bool = False,
-               num_frames: int = 8, decode: bool = True, kind: str | None = None) -> dict:
+               num_frames: int = 8, decode: bool = True, kind: str | None = None,
+               families: list[str] | None = None) -> dict:
     """Read a data file and optionally decode every video once.
 
     kind "grpo" (jsonl rows) or "conversation" (LLaVA json); None picks by the file's suffix.
+    `families` (grpo): keep the rows of those families, as `data.families` makes the recipe do.
     Returns {"file", "rows", "bad_rows": [DataError], "bad_videos": [VideoDecodeError]}.
     """
-    from tinyvr.data.datasets import load_conversation_json, load_grpo_jsonl
+    from tinyvr.data.datasets import load_conversation_json, load_grpo_jsonl, select_families
     from tinyvr.data.video import read_video
     from tinyvr.errors import VideoDecodeError
 
@@ -35,6 +37,8 @@ def check_data(path: str | Path, video_root: str | Path, *, allow_outside_root: 
         kind = "grpo" if path.suffix == ".jsonl" else "conversation"
     loader = load_grpo_jsonl if kind == "grpo" else load_conversation_json
     rows, bad = loader(path, video_root, allow_outside_root=allow_outside_root)
+    if kind == "grpo":
+        rows = select_families(rows, families or [], path)
     bad_videos = []
     if decode:
         for row in rows:
@@ -106,7 +110,7 @@ def preflight(cfg: TrainConfig, *, data: str | Path | None = None, decode: bool 
     kind = "grpo" if cfg.stage == "grpo" else "conversation"  # the loader the recipe will use
     frames = _num_frames(cfg)
     r = check_data(train_file, cfg.data.video_root, allow_outside_root=cfg.data.allow_outside_root,
-                   num_frames=frames, decode=decode, kind=kind)
+                   num_frames=frames, decode=decode, kind=kind, families=cfg.data.families)
     lines += _judge(r, cfg.data.max_bad_fraction, "data")
     if cfg.data.eval_file:  # read as the end-of-stage check will read it (strict; root = its folder)
         from tinyvr.eval.tasks import get_task
