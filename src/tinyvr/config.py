@@ -73,6 +73,10 @@ class DataConfig:
     # GRPO: only rows whose `family` column is one of these (empty: all). Prompts the starting model
     # answers at chance teach only a letter preference (docs/tiny-study.md, item 30)
     families: list[str] = field(default_factory=list)
+    # GRPO: before training, answer this many prompts of every family greedily with the starting model
+    # and train only on the families it answers above chance (binomial test, p < 0.05; all of them if
+    # none is). 0 = off. The choice is written to family_probe.json and kept on resume.
+    family_probe: int = field(default=0, metadata=_range(0))
 
 
 @dataclass

@@ -385,22 +385,30 @@ def test_demo_starts_from_a_foundation(toy_foundation, tmp_path):
                               ("grpo", "lr", 3e-5)]:
         assert yaml.safe_load((out / stage / "config.yaml").read_text())["optim"][key] == value
         assert yaml.safe_load((PACKAGED_CONFIGS / f"{stage}.yaml").read_text())["optim"][key] != value
-    assert yaml.safe_load((out / "grpo" / "config.yaml").read_text())["data"]["families"] == [
-        "color", "order", "count", "cause", "change"]
+    # GRPO trains on the families the cold start answers above chance (the family probe); the choice
+    # is in the run folder, made from the rl split's own families
+    assert yaml.safe_load((out / "grpo" / "config.yaml").read_text())["data"]["family_probe"] == 64
+    probe = json.loads((out / "grpo" / "family_probe.json").read_text())
+    rl_families = {json.loads(line)["family"] for line in (out / "data" / "rl.jsonl").read_text().splitlines()}
+    assert set(probe["families"]) == rl_families and set(probe["kept"]) <= rl_families
+    assert all(s["n"] > 0 and 0 <= s["correct"] <= s["n"] for s in probe["families"].values())
+    assert probe["fallback"] == (not any(s["kept"] for s in probe["families"].values()))
     assert set(json.loads((out / "results.json").read_text())) == {"sft", "coldstart", "r1"}
 
 
 def test_a_foundation_demo_draws_a_larger_rl_split_than_its_grpo_steps_use():
-    """From a foundation GRPO runs 400 steps of 4 prompts from five of the eight (equally common)
-    families: the default rl split holds enough of them to show every prompt once; the fresh demo
-    keeps its smaller split (and its time budget)."""
+    """From a foundation GRPO runs 400 steps of 4 prompts from the families the family probe keeps
+    (five of the eight, equally common, for runs/fj's cold start on a validation set): the default rl
+    split then holds enough of them to show every prompt once; the fresh demo keeps its smaller split
+    (and its time budget) and no probe."""
     from tinyvr.config import load_config
     from tinyvr.data.synthetic import FAMILIES
     from tinyvr.recipes.demo import DEMO_SIZES, FOUNDATION_OVERRIDES, demo_sizes
 
     cfg = load_config("configs/tiny/grpo.yaml", FOUNDATION_OVERRIDES["grpo"])
-    assert set(cfg.data.families) < set(FAMILIES)
-    kept = demo_sizes("runs/f")["rl"] * len(cfg.data.families) // len(FAMILIES)
+    assert cfg.data.family_probe > 0 and not cfg.data.families
+    assert load_config("configs/tiny/grpo.yaml").data.family_probe == 0
+    kept = demo_sizes("runs/f")["rl"] * 5 // len(FAMILIES)
     assert kept >= cfg.optim.max_steps * cfg.optim.batch_size > demo_sizes("")["rl"]
     assert demo_sizes("") == DEMO_SIZES and demo_sizes("") is not DEMO_SIZES
     assert {k: v for k, v in demo_sizes("runs/f").items() if k != "rl"} == {k: v for k, v in DEMO_SIZES.items() if k != "rl"}

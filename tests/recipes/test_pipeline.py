@@ -84,3 +84,49 @@ def test_grpo_resume_is_exact(tiny_data, tiny_model, tmp_path, monkeypatch):
     wb = load_file(str(tmp_path / "cut" / "model" / "model.safetensors"))
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     del a
+
+
+def test_grpo_family_probe_trains_on_the_kept_families_and_keeps_its_choice_on_resume(
+        tiny_data, tiny_model, tmp_path, monkeypatch):
+    """data.family_probe: GRPO draws its prompts only from the families the starting model answers
+    above chance, and a resumed run keeps the choice made from the starting model (it would ask the
+    half-trained one otherwise)."""
+    from tinyvr.recipes import grpo
+
+    # the tiny split three times over (ids made unique): three prompts per family, so a family
+    # answered right every time is above chance (p = 0.2**3)
+    rows = [dict(json.loads(line), id=f"{json.loads(line)['id']}-{k}")
+            for k in range(3) for line in (tiny_data / "rl.jsonl").read_text().splitlines()]
+    rl = tmp_path / "rl.jsonl"
+    rl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    family_of = {r["id"]: r["family"] for r in rows}
+    first, other = rows[0]["family"], next(r["family"] for r in rows if r["family"] != rows[0]["family"])
+
+    def knows(family):  # a scorer whose model answers every prompt of one family right, no other
+        return lambda *a, **k: (lambda group: [float(r.columns["family"] == family) for r in group])
+
+    common = ["optim.max_steps=4", "optim.batch_size=2", "rollout.num_generations=3", "rollout.max_new_tokens=8",
+              "run.save_every=2", "run.rollout_log_every=1", "data.family_probe=16", f"data.train_file={rl}"]
+    monkeypatch.setattr(grpo, "greedy_scorer", knows(first))
+    from tinyvr.utils import logging as tv_logging
+
+    real_log = tv_logging.MetricsLogger.log
+
+    def dying_log(self, step, metrics):
+        real_log(self, step, metrics)
+        if step == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(tv_logging.MetricsLogger, "log", dying_log)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(stage_cfg("grpo", tmp_path / "g", tiny_model, tiny_data, *common))
+    probe = json.loads((tmp_path / "g" / "family_probe.json").read_text())
+    assert probe["families"][first]["correct"] == probe["families"][first]["n"]
+    assert all(s["correct"] == 0 for f, s in probe["families"].items() if f != first)
+    monkeypatch.setattr(tv_logging.MetricsLogger, "log", real_log)
+    monkeypatch.setattr(grpo, "greedy_scorer", knows(other))  # would choose another family if asked
+    run_stage(stage_cfg("grpo", tmp_path / "g", tiny_model, tiny_data, *common), resume=True)
+    assert json.loads((tmp_path / "g" / "family_probe.json").read_text()) == probe
+    used = {family_of[r["prompt_id"]] for r in read_jsonl(tmp_path / "g" / "rollouts.jsonl")}
+    assert probe["kept"] == [first] and not probe["fallback"]
+    assert used == {first}

@@ -107,3 +107,14 @@ def test_validate_all_rows_bad(tmp_path, tiny_model, data_root):
     path.write_text('{"problem": 1}\n{oops\n')
     with pytest.raises(DataError, match="no usable rows"):
         validate_run("configs/tiny/grpo.yaml", grpo_args(tiny_model, data_root, path, "data.max_bad_fraction=1.0"))
+
+
+def test_validate_names_a_row_without_a_family_when_the_family_probe_is_on(data_root, tiny_data, tiny_model):
+    lines = (tiny_data / "rl.jsonl").read_text().splitlines()
+    row = json.loads(lines[1])
+    del row["family"]
+    rl = data_root / "rl_nofamily.jsonl"
+    rl.write_text("\n".join([lines[0], json.dumps(row)] + lines[2:]) + "\n")
+    assert "rows read" in validate_run("configs/tiny/grpo.yaml", grpo_args(tiny_model, data_root, rl))
+    with pytest.raises(ConfigError, match=r"data.family_probe: line 2 of .*rl_nofamily.jsonl has no 'family'"):
+        validate_run("configs/tiny/grpo.yaml", grpo_args(tiny_model, data_root, rl, "data.family_probe=8"))

@@ -34,15 +34,16 @@ ABLATIONS = {  # name -> GRPO overrides (the paper's ablations)
 # one epoch (4 steps of 4) at lr 1e-5. A fresh tiny model needs its LLM trained in the caption stage and
 # far more (lr 5e-4, 25 epochs) to learn the format at all; from a foundation those rates erase its
 # reason-mode skill (docs/tiny-study.md, items 27-28). GRPO then runs 400 steps at lr 3e-5 on a larger
-# `rl` split, each prompt seen once, from the five question families the foundation's cold start answers
-# above chance on a validation set: 100 steps on a few hundred prompts did not move held-out accuracy;
-# 400 such steps raised it by 4 points over three seeds; with all eight families, by 2 and towards
-# one letter (item 30).
+# `rl` split, each prompt seen once, from the question families the cold start answers above chance
+# (the family probe, `data.family_probe`: 64 training prompts per family, answered greedily): 100 steps
+# on a few hundred prompts did not move held-out accuracy; 400 steps on the five families a validation
+# set picked raised it by 4 points over three seeds; with all eight families, by 2 and towards one
+# letter (items 30-31).
 FOUNDATION_OVERRIDES = {
     "pretrain": ["model.trainable=[connector]"],
     "sft": ["optim.lr=2e-5"],
     "coldstart": ["optim.lr=1e-5", "optim.epochs=1"],
-    "grpo": ["optim.lr=3e-5", "optim.max_steps=400", "data.families=[color,order,count,cause,change]"],
+    "grpo": ["optim.lr=3e-5", "optim.max_steps=400", "data.family_probe=64"],
 }
 
 
@@ -52,7 +53,7 @@ def start_overrides(stage: str, foundation: str) -> list[str]:
 
 
 DEMO_SIZES = {"pretrain": 1000, "sft": 2000, "rl": 600, "test": 200, "test_heldout": 200, "coldstart": 16}
-FOUNDATION_SIZES = {**DEMO_SIZES, "rl": 2600}  # 5 of 8 families: 1,625 prompts for 400 steps x 4
+FOUNDATION_SIZES = {**DEMO_SIZES, "rl": 2600}  # 400 steps x 4 prompts need 1,600: 5 of 8 families kept
 
 
 def demo_sizes(foundation: str) -> dict[str, int]:

@@ -14,6 +14,7 @@ rewards that cannot be gamed (`rl.reward_compat: reference` restores the origina
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from pathlib import Path
@@ -32,9 +33,10 @@ from tinyvr.recipes.common import (DataOrder, Timer, build_optimizer, build_sche
 from tinyvr.recipes.validate import preflight
 from tinyvr.recipes.resume import restore_training, save_checkpoint
 from tinyvr.rl.advantages import group_advantages, zero_std_groups
+from tinyvr.rl.family_probe import probe_families, select_probed
 from tinyvr.rl.loss import mask_truncated, policy_loss
 from tinyvr.rl.policy import completion_logprobs
-from tinyvr.rl.rewards import get_reward_fn, tinyllava_r1_reward_breakdown
+from tinyvr.rl.rewards import accuracy_reward, get_reward_fn, tinyllava_r1_reward_breakdown
 from tinyvr.rl.rollout import RolloutEngine, SamplingParams
 from tinyvr.utils.distributed import (all_ranks, backward, clip_and_step, gathered, init_deepspeed,
                                       reduce_metrics, shard_model, zero_grad)
@@ -77,6 +79,61 @@ def compute_rewards(cfg: TrainConfig, texts, rows, G):
         total = [t + e for t, e in zip(total, extra)]
     parts["total"] = total
     return parts
+
+
+def greedy_scorer(cfg: TrainConfig, model, processor, engine, videos):
+    """rows -> greedy accuracy of each (1.0 / 0.0; None when its video does not decode): the
+    starting policy's answers to the training prompts, for the family probe."""
+    params = SamplingParams(num_generations=1, max_new_tokens=cfg.rollout.max_new_tokens, temperature=0.0,
+                            top_k=0, top_p=1.0, token_budget=cfg.rollout.token_budget)
+
+    def answer(rows):
+        scores = [None] * len(rows)
+        for start in range(0, len(rows), cfg.eval.batch_size):
+            idx, feats = [], []
+            for i in range(start, min(start + cfg.eval.batch_size, len(rows))):
+                try:
+                    feats.append(videos([rows[i].video_path])["video_features"])
+                    idx.append(i)
+                except TinyVRError as e:  # the training loop meets this row again and counts it
+                    info(f"family probe: skipped prompt {rows[i].index}: {e}")
+            if not idx:
+                continue
+            prompts = [processor.encode_prompt(GRPO_QUESTION_TEMPLATE.format(Question=rows[i].problem)) for i in idx]
+            with torch.no_grad(), gathered(model):
+                # a generator of its own: the probe must not shift the training run's random stream
+                roll = engine.generate(prompts, model.connector(torch.cat(feats)), params, torch.Generator())
+            acc = accuracy_reward(roll.texts, [rows[i].solution for i in idx], compat=cfg.rl.reward_compat,
+                                  options=[rows[i].columns.get("options") for i in idx])
+            for i, a in zip(idx, acc):
+                scores[i] = a
+        return scores
+
+    return answer
+
+
+def choose_families(cfg: TrainConfig, rows, model, processor, engine, videos, ctx, *, resuming: bool):
+    """`data.family_probe`: the rows of the families the starting model answers above chance. The
+    choice is made once, from the starting model, and read back from family_probe.json on resume."""
+    path = ctx.out_dir / "family_probe.json"
+    if resuming and path.is_file():
+        result = json.loads(path.read_text())
+        info(f"family probe: reusing {path}")
+    else:
+        model.eval()
+        result = probe_families(rows, greedy_scorer(cfg, model, processor, engine, videos),
+                                per_family=cfg.data.family_probe, seed=cfg.run.seed)
+        model.train()
+        if ctx.is_main:
+            path.write_text(json.dumps(result, indent=2) + "\n")
+    for fam, s in result["families"].items():
+        info(f"family probe: {fam:<10} {s['correct']:>3}/{s['n']:<3} right (chance {s['chance']:.2f}, "
+             f"p {s['p_value']:.3f}) {'kept' if s['kept'] else 'dropped'}")
+    if result["fallback"]:
+        info("family probe: no family is answered above chance; training on all of them")
+    kept = select_probed(rows, result)
+    info(f"family probe: {len(kept)} of {len(rows)} prompts, families {result['kept']}")
+    return kept
 
 
 def _group_embeds(model, feats, G):
@@ -149,11 +206,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         info(f"data.families {cfg.data.families}: {len(rows)} prompts")
     if cfg.data.limit:
         rows = rows[: cfg.data.limit]
+    videos = VideoInputs(model, processor, cache=cfg.data.cache_features)
+    engine = RolloutEngine(model, processor)
+    if cfg.data.family_probe:  # before a checkpoint is restored: the probe asks the starting model
+        rows = choose_families(cfg, rows, model, processor, engine, videos, ctx,
+                               resuming=resume and ctx.ckpt.latest() is not None)
     tracker = BadSampleTracker(cfg.data.max_bad_fraction, initial_bad=len(bad_rows), initial_good=len(rows),
                                source=cfg.data.train_file)
     tracker.check()
-    videos = VideoInputs(model, processor, cache=cfg.data.cache_features)
-    engine = RolloutEngine(model, processor)
     G = cfg.rollout.num_generations
     sampling = SamplingParams(num_generations=G, max_new_tokens=cfg.rollout.max_new_tokens,
                               temperature=cfg.rollout.temperature, top_k=cfg.rollout.top_k,

@@ -19,11 +19,12 @@ MAX_LISTED = 20  # bad rows / videos named in a report
 
 def check_data(path: str | Path, video_root: str | Path, *, allow_outside_root: bool = False,
                num_frames: int = 8, decode: bool = True, kind: str | None = None,
-               families: list[str] | None = None) -> dict:
+               families: list[str] | None = None, family_probe: bool = False) -> dict:
     """Read a data file and optionally decode every video once.
 
     kind "grpo" (jsonl rows) or "conversation" (LLaVA json); None picks by the file's suffix.
-    `families` (grpo): keep the rows of those families, as `data.families` makes the recipe do.
+    `families` (grpo): keep the rows of those families, as `data.families` makes the recipe do;
+    `family_probe` (grpo): every row needs a `family` column, as `data.family_probe` does.
     Returns {"file", "rows", "bad_rows": [DataError], "bad_videos": [VideoDecodeError]}.
     """
     from tinyvr.data.datasets import load_conversation_json, load_grpo_jsonl, select_families
@@ -39,6 +40,8 @@ def check_data(path: str | Path, video_root: str | Path, *, allow_outside_root: 
     rows, bad = loader(path, video_root, allow_outside_root=allow_outside_root)
     if kind == "grpo":
         rows = select_families(rows, families or [], path)
+        if family_probe and (no := next((r for r in rows if "family" not in r.columns), None)):
+            raise ConfigError(f"data.family_probe: line {no.index + 1} of {path} has no 'family' column")
     bad_videos = []
     if decode:
         for row in rows:
@@ -110,7 +113,8 @@ def preflight(cfg: TrainConfig, *, data: str | Path | None = None, decode: bool 
     kind = "grpo" if cfg.stage == "grpo" else "conversation"  # the loader the recipe will use
     frames = _num_frames(cfg)
     r = check_data(train_file, cfg.data.video_root, allow_outside_root=cfg.data.allow_outside_root,
-                   num_frames=frames, decode=decode, kind=kind, families=cfg.data.families)
+                   num_frames=frames, decode=decode, kind=kind, families=cfg.data.families,
+                   family_probe=cfg.data.family_probe > 0)
     lines += _judge(r, cfg.data.max_bad_fraction, "data")
     if cfg.data.eval_file:  # read as the end-of-stage check will read it (strict; root = its folder)
         from tinyvr.eval.tasks import get_task

@@ -66,7 +66,7 @@ def _column(values, n: int, name: str) -> list:
     return values
 
 
-def _option_letters(options) -> tuple[str, ...]:
+def option_letters(options) -> tuple[str, ...]:
     """Letters of an ``options`` value: mapping keys, list position (A, B, ...) or option lines."""
     if options is None:
         return LETTERS_AZ
@@ -124,7 +124,7 @@ def accuracy_reward(completions, solution, *, compat: str = "tinyvr", options=No
     opts = _column(options, len(texts), "options")
     if compat == "reference":
         return [_reference_accuracy(t, s) for t, s in zip(texts, sols)]
-    return [_tinyvr_accuracy(t, s, _option_letters(o)) for t, s, o in zip(texts, sols, opts)]
+    return [_tinyvr_accuracy(t, s, option_letters(o)) for t, s, o in zip(texts, sols, opts)]
 
 
 # --------------------------------------------------------------------------------------------
