@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="runs/demo")
     s.add_argument("--config-dir", default="", help="stage configs (default: the packaged tiny configs)")
     s.add_argument("--ablations", action="store_true", help="also run the paper's ablations")
-    s.add_argument("--seeds", type=int, default=1, help="seeds for the GRPO stage and ablations")
+    s.add_argument("--seeds", type=int, default=1, help="train R1 at N GRPO seeds (the report compares its gain with their spread); "
+                   "with --ablations, every variant at N seeds")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--fresh", action="store_true", help="ignore finished stages and start over")
     s.add_argument("--foundation", default="", help="start from a foundation built by `tinyvr foundation` "

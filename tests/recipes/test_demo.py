@@ -45,19 +45,37 @@ def test_demo_runs_every_stage_writes_results_and_report_reuses_them_and_adds_ab
     gain = summary["grpo_gain"]
     assert gain["coldstart"]["acc"] == results["coldstart"]["test_heldout"]["reason"]
     assert gain["r1_seed_accs"] == [results["r1"]["test_heldout"]["reason"]] and gain["beats_spread"] is None
-    assert "## Does GRPO beat its cold start?" in md and "--ablations --seeds 3" in md
+    assert "## Does GRPO beat its cold start?" in md and "`tinyvr demo --seeds 3`" in md
 
     # a second run reuses every finished stage and evaluation: same numbers, no retraining; with
-    # --ablations (two of the variants here, to keep it short) over 2 seeds, the verdict gets a spread
+    # --seeds 2, R1 is trained once more (seed 1) and the verdict gets a spread, without ablations
     weights = {s: (out / s / "model" / "model.safetensors").stat().st_mtime_ns for s in ("sft", "grpo")}
+    run_demo(out=str(out), overrides=TOY, eval_limit=3, sizes=dict(SIZES), seeds=2)
+    assert json.loads((out / "results.json").read_text()) == results
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ablations"] is None and sorted(p.name for p in (out / "ablations").iterdir()) == ["full-seed1"]
+    assert {s: (out / s / "model" / "model.safetensors").stat().st_mtime_ns for s in weights} == weights
+    gain = summary["grpo_gain"]
+    seed1 = json.loads((out / "ablations" / "full-seed1" / "eval" / "test_heldout-reason" / "results.json").read_text())
+    assert gain["r1_seed_accs"] == [results["r1"]["test_heldout"]["reason"], seed1["scores"]["Avg"]]
+    assert gain["beats_spread"] == (gain["gain"] > gain["r1_std"])
+    md = (out / "report.md").read_text()
+    assert "(2 seeds)" in md and "## Ablations" not in md and "`tinyvr demo --seeds 3`" not in md
+
+    # with --ablations (two of the variants here, to keep it short) over the same 2 seeds, only the
+    # variants are trained: the full recipe's seeds are the runs above
     monkeypatch.setattr(demo, "ABLATIONS", {"full": [], "no_noise": ["rl.noise_std=0.0"]})
+    seed1_weights = (out / "ablations" / "full-seed1" / "model" / "model.safetensors").stat().st_mtime_ns
     run_demo(out=str(out), overrides=TOY, eval_limit=3, sizes=dict(SIZES), ablations=True, seeds=2)
     assert json.loads((out / "results.json").read_text()) == results
     summary = json.loads((out / "summary.json").read_text())
     assert summary["headroom"] == head
     assert {s: (out / s / "model" / "model.safetensors").stat().st_mtime_ns for s in weights} == weights
+    assert (out / "ablations" / "full-seed1" / "model" / "model.safetensors").stat().st_mtime_ns == seed1_weights
+    assert not (out / "ablations" / "full-seed0").exists()  # seed 0 of the full recipe is the R1 stage
     abl = summary["ablations"]
     assert set(abl) == {"full", "no_noise"} and all(len(a["acc"]) == 2 for a in abl.values())
+    assert abl["full"]["acc"] == gain["r1_seed_accs"]
     for s in (0, 1):
         r = json.loads((out / "ablations" / f"no_noise-seed{s}" / "eval" / "test_heldout-reason" / "results.json")
                        .read_text())
@@ -66,7 +84,7 @@ def test_demo_runs_every_stage_writes_results_and_report_reuses_them_and_adds_ab
     gain = summary["grpo_gain"]
     assert gain["r1_seed_accs"] == abl["full"]["acc"] and gain["beats_spread"] == (gain["gain"] > gain["r1_std"])
     md = (out / "report.md").read_text()
-    assert "## Ablations" in md and "| no_noise |" in md and "(2 seeds)" in md and "--ablations --seeds 3" not in md
+    assert "## Ablations" in md and "| no_noise |" in md and "(2 seeds)" in md and "`tinyvr demo --seeds 3`" not in md
 
 
 def test_demo_refuses_data_from_another_generator_seed_or_size(tmp_path):

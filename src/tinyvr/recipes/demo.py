@@ -298,12 +298,15 @@ def run_demo(out: str = "runs/demo", *, ablations: bool = False, seeds: int = 1,
     info(f"cold start, held-out reason: greedy {headroom['greedy']:.3f}, "
          f"maj@{HEADROOM_SAMPLES} {headroom[f'maj@{HEADROOM_SAMPLES}']:.3f} (GRPO's headroom)")
 
-    ablation_summary = None
-    if ablations:
-        ablation_summary = run_ablations(out, data, cfg_dir, start_overrides("grpo", foundation) + overrides,
-                                         seeds=seeds, seed=seed, eval_cfg=eval_cfg, limit=eval_limit)
+    # R1 at more seeds (the first is the R1 stage above), and the ablations: the spread a gain must beat
+    seed_runs = None
+    if ablations or seeds > 1:
+        seed_runs = run_ablations(out, data, cfg_dir, start_overrides("grpo", foundation) + overrides,
+                                  seeds=seeds, seed=seed, eval_cfg=eval_cfg, limit=eval_limit,
+                                  variants=None if ablations else {"full": ABLATIONS["full"]})
+    ablation_summary = seed_runs if ablations else None
     held = {row: outcomes[row]["test_heldout"]["reason"] for row in ("coldstart", "r1")}
-    verdict = grpo_verdict(held["coldstart"], held["r1"], ablation_summary["full"]["acc"] if ablation_summary
+    verdict = grpo_verdict(held["coldstart"], held["r1"], seed_runs["full"]["acc"] if seed_runs
                            else [results["r1"]["test_heldout"]["reason"]])
 
     banner("6/6 report")
@@ -338,21 +341,28 @@ def _corpus(data: Path) -> list[str]:
 
 
 def run_ablations(out: Path, data: Path, cfg_dir: Path, overrides, *, seeds: int, seed: int, eval_cfg,
-                  limit: int = 0) -> dict:
-    """GRPO variants from the same cold start (or SFT), several seeds; held-out reason accuracy."""
+                  limit: int = 0, variants: dict[str, list[str]] | None = None) -> dict:
+    """GRPO variants (default: all of ABLATIONS) from the same cold start (or SFT), several seeds;
+    held-out reason accuracy. The full recipe at the demo's own seed is the R1 stage itself (the same
+    settings), so its model and evaluation are reused rather than trained again."""
     from tinyvr.utils.logging import read_jsonl
 
     summary = {}
-    for name, extra in ABLATIONS.items():
+    for name, extra in (ABLATIONS if variants is None else variants).items():
         accs, zero_std, lazy = [], [], []
         for s in range(seed, seed + seeds):
-            folder = out / "ablations" / f"{name}-seed{s}"
-            ov = stage_overrides("grpo", out, data, s) + [f"run.output_dir={folder}", "data.eval_file="]
-            ov += [e.format(sft=out / "sft" / "model") for e in extra] + overrides
-            banner(f"ablation {name}, seed {s}")
-            model_dir = run_stage_once("grpo", cfg_dir, ov)
-            r = evaluate_once(model_dir, data, folder / "eval" / "test_heldout-reason", eval_cfg,
-                              split="test_heldout", mode="reason", seed=s, label=name, limit=limit)
+            if name == "full" and s == seed:
+                folder, target = out / "grpo", out / "eval" / "r1" / "test_heldout-reason"
+                model_dir = run_stage_once("grpo", cfg_dir, stage_overrides("grpo", out, data, s) + overrides)
+            else:
+                folder = out / "ablations" / f"{name}-seed{s}"
+                target = folder / "eval" / "test_heldout-reason"
+                ov = stage_overrides("grpo", out, data, s) + [f"run.output_dir={folder}"]
+                ov += [e.format(sft=out / "sft" / "model") for e in extra] + overrides
+                banner(f"GRPO {name}, seed {s}")
+                model_dir = run_stage_once("grpo", cfg_dir, ov)
+            r = evaluate_once(model_dir, data, target, eval_cfg, split="test_heldout", mode="reason", seed=s,
+                              label=name, limit=limit)
             accs.append(r["scores"]["Avg"])
             lazy.append((r.get("reasoning") or {}).get("lazy_rate", float("nan")))
             rows = read_jsonl(folder / "metrics.jsonl")
@@ -384,7 +394,7 @@ def _verdict_section(v: dict) -> str:
              f"| most common answer (share of parsed) | {_top(v['coldstart'])} | {_top(v['r1'])} |", ""]
     if v["beats_spread"] is None:
         lines.append(f"GRPO changes held-out reason accuracy by {100 * v['gain']:+.1f} points with one seed; "
-                     "`tinyvr demo --ablations --seeds 3` measures the seed-to-seed spread it must beat.")
+                     "`tinyvr demo --seeds 3` (R1 at three seeds) measures the seed-to-seed spread it must beat.")
     else:
         lines.append(f"GRPO changes held-out reason accuracy by {100 * v['gain']:+.1f} points (mean of {n} seeds); "
                      f"the seed-to-seed spread (std) is {100 * v['r1_std']:.1f}: the gain is "
