@@ -393,6 +393,10 @@ def test_demo_starts_from_a_foundation(toy_foundation, tmp_path):
     assert set(probe["families"]) == rl_families and set(probe["kept"]) <= rl_families
     assert all(s["n"] > 0 and 0 <= s["correct"] <= s["n"] for s in probe["families"].values())
     assert probe["fallback"] == (not any(s["kept"] for s in probe["families"].values()))
+    md = (out / "report.md").read_text()
+    assert "## Which question families GRPO trained on" in md
+    for fam, s in probe["families"].items():
+        assert f"| {fam} | {s['correct']} / {s['n']} |" in md
     assert set(json.loads((out / "results.json").read_text())) == {"sft", "coldstart", "r1"}
 
 

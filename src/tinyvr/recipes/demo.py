@@ -405,6 +405,17 @@ def _verdict_section(v: dict) -> str:
     return "\n".join(lines)
 
 
+def _probe_section(p: dict) -> str:
+    lines = ["| family | right / asked (greedy) | accuracy | chance | p | trained on |", "|---|---|---|---|---|---|"]
+    for fam, f in p["families"].items():
+        lines.append(f"| {fam} | {f['correct']} / {f['n']} | {100 * f['accuracy']:.1f} | {100 * f['chance']:.0f} | "
+                     f"{f['p_value']:.3f} | {'yes' if fam in p['kept'] else 'no'} |")
+    lines += ["", f"The cold start answered these rl prompts before GRPO; a family is trained on when its accuracy "
+                  f"beats chance (one-sided binomial test, p < {p['alpha']})"
+                  + (". None did, so GRPO trained on all of them." if p["fallback"] else ".")]
+    return "\n".join(lines)
+
+
 def write_demo_report(out: Path, results: dict, reasoning: dict, ablations: dict | None,
                       headroom: dict | None = None, verdict: dict | None = None) -> Path:
     from tinyvr.eval.report import plot_eval, render_report, results_from_demo
@@ -441,6 +452,10 @@ def write_demo_report(out: Path, results: dict, reasoning: dict, ablations: dict
             "there is little to sharpen."])))
     if verdict:
         sections.append(("Does GRPO beat its cold start? (test_heldout, reason mode)", _verdict_section(verdict)))
+    probe = out / "grpo" / "family_probe.json"
+    if probe.is_file():
+        sections.append(("Which question families GRPO trained on (family probe, rl split)",
+                         _probe_section(json.loads(probe.read_text()))))
     examples = []
     for row, by_split in reasoning.items():
         for ex in (by_split.get("test_heldout") or {}).get("examples", [])[:2]:
