@@ -6,6 +6,9 @@ One step, as the paper describes it and as this file reads:
     -> rewards (accuracy, format with length term, wrong-answer penalty) -> group advantages + noise
     -> per-token loss with KL to the frozen reference -> backward, clip, step -> log, checkpoint
 
+Before the first step, `data.family_probe` (optional) keeps only the question families the starting
+model already answers above chance (`tinyvr.rl.family_probe`).
+
 Departures from the original, all configurable (spec section 10): several prompts per step; one
 batched generation per prompt group with the video encoded once; no reference pass when beta = 0;
 rewards that cannot be gamed (`rl.reward_compat: reference` restores the original's numbers).
