@@ -412,7 +412,9 @@ def _probe_section(p: dict) -> str:
                      f"{f['p_value']:.3f} | {'yes' if fam in p['kept'] else 'no'} |")
     lines += ["", f"The cold start answered these rl prompts before GRPO; a family is trained on when its accuracy "
                   f"beats chance (one-sided binomial test, p < {p['alpha']})"
-                  + (". None did, so GRPO trained on all of them." if p["fallback"] else ".")]
+                  + (". None did, so GRPO trained on all of them." if p["fallback"] else ".")
+              + " This is the R1 stage's probe; every other GRPO seed draws its own prompts to probe "
+                "(family_probe.json in its folder), so a family near the threshold can go either way."]
     return "\n".join(lines)
 
 
