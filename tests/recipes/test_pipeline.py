@@ -89,8 +89,8 @@ def test_grpo_resume_is_exact(tiny_data, tiny_model, tmp_path, monkeypatch):
 def test_grpo_family_probe_trains_on_the_kept_families_and_keeps_its_choice_on_resume(
         tiny_data, tiny_model, tmp_path, monkeypatch):
     """data.family_probe: GRPO draws its prompts only from the families the starting model answers
-    above chance, and a resumed run keeps the choice made from the starting model (it would ask the
-    half-trained one otherwise)."""
+    above chance, and a resumed run reads back the choice it made rather than probing again (the
+    probe runs before the checkpoint is restored, on the starting model)."""
     from tinyvr.recipes import grpo
 
     # the tiny split three times over (ids made unique): three prompts per family, so a family
