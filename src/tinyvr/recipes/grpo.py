@@ -117,7 +117,9 @@ def greedy_scorer(cfg: TrainConfig, model, processor, engine, videos):
 
 def choose_families(cfg: TrainConfig, rows, model, processor, engine, videos, ctx, *, resuming: bool):
     """`data.family_probe`: the rows of the families the starting model answers above chance. The
-    choice is made once, from the starting model, and read back from family_probe.json on resume."""
+    choice is made once, from the starting model, and read back from family_probe.json on resume:
+    the restored prompt order indexes these rows, and greedy decoding need not repeat bit for bit
+    on a GPU."""
     path = ctx.out_dir / "family_probe.json"
     if resuming and path.is_file():
         result = json.loads(path.read_text())
