@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tinyvr.data.datasets import GrpoRow
+from tinyvr.data.datasets import GrpoRow, select_families
 from tinyvr.errors import ConfigError
-from tinyvr.rl.family_probe import (binomial_tail, chance_of, probe_families, probe_sample, score_families,
-                                    select_probed)
+from tinyvr.rl.family_probe import binomial_tail, chance_of, probe_families, probe_sample, score_families
 
 
 def _row(i, family, n_options=5, answer="A"):
@@ -66,14 +65,14 @@ def test_families_above_chance_are_kept_and_the_others_dropped():
     fams = result["families"]
     assert fams["sharp"]["correct"] == 29 and fams["sharp"]["n"] == 64 and fams["sharp"]["chance"] == 0.2
     assert fams["sharp"]["p_value"] < 0.05 <= fams["edge"]["p_value"] < fams["blind"]["p_value"]
-    assert [r.columns["family"] for r in select_probed(rows, result)] == ["sharp"] * 64
+    assert [r.columns["family"] for r in select_families(rows, result["kept"], "rl.jsonl")] == ["sharp"] * 64
 
 
 def test_no_family_above_chance_keeps_them_all_and_says_so():
     rows = [_row(i, fam) for i, fam in enumerate(["a"] * 20 + ["b"] * 20)]
     result = probe_families(rows, lambda group: [0.0] * len(group), per_family=20, seed=0)
     assert result["fallback"] and result["kept"] == ["a", "b"]
-    assert len(select_probed(rows, result)) == 40
+    assert len(select_families(rows, result["kept"], "rl.jsonl")) == 40
 
 
 def test_rows_that_could_not_be_answered_are_left_out_of_the_count():

@@ -36,7 +36,7 @@ from tinyvr.recipes.common import (DataOrder, Timer, build_optimizer, build_sche
 from tinyvr.recipes.validate import preflight
 from tinyvr.recipes.resume import restore_training, save_checkpoint
 from tinyvr.rl.advantages import group_advantages, zero_std_groups
-from tinyvr.rl.family_probe import probe_families, select_probed
+from tinyvr.rl.family_probe import probe_families
 from tinyvr.rl.loss import mask_truncated, policy_loss
 from tinyvr.rl.policy import completion_logprobs
 from tinyvr.rl.rewards import accuracy_reward, get_reward_fn, tinyllava_r1_reward_breakdown
@@ -136,7 +136,7 @@ def choose_families(cfg: TrainConfig, rows, model, processor, engine, videos, ct
              f"p {s['p_value']:.3f}) {'kept' if s['kept'] else 'dropped'}")
     if result["fallback"]:
         info("family probe: no family is answered above chance; training on all of them")
-    kept = select_probed(rows, result)
+    kept = select_families(rows, result["kept"], cfg.data.train_file)
     info(f"family probe: {len(kept)} of {len(rows)} prompts, families {result['kept']}")
     return kept
 

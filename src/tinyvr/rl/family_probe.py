@@ -77,7 +77,8 @@ def probe_families(rows: Sequence[GrpoRow], answer: Callable[[list[GrpoRow]], li
     """Score `per_family` rows of each family with `answer` and choose the families to train on.
 
     `answer(rows)` returns one score per row: 1.0 right, 0.0 wrong, None when the row could not be
-    answered (a video that does not decode). The result is `score_families`' dict.
+    answered (a video that does not decode). The result is `score_families`' dict; its "kept" list
+    goes to `tinyvr.data.datasets.select_families`, like `data.families`.
     """
     if per_family < 1:
         raise ConfigError(f"data.family_probe must be >= 1 to probe, got {per_family}")
@@ -87,9 +88,3 @@ def probe_families(rows: Sequence[GrpoRow], answer: Callable[[list[GrpoRow]], li
         if len(acc) != len(sample[fam]):
             raise ValueError(f"answer() returned {len(acc)} accuracies for {len(sample[fam])} rows of {fam!r}")
     return score_families(sample, accuracies, alpha)
-
-
-def select_probed(rows: Sequence[GrpoRow], result: dict) -> list[GrpoRow]:
-    """The rows of the kept families."""
-    kept = set(result["kept"])
-    return [r for r in rows if str(r.columns.get("family")) in kept]
