@@ -1,5 +1,6 @@
 """The `tinyvr` command: help without heavy imports, one-line errors, init-model and infer."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,8 @@ from tinyvr.cli import main
 from tinyvr.config import load_config
 
 # run configs only: configs/accelerate/ holds launcher files (tests/utils/test_launch_configs.py)
-CONFIGS = sorted(p for p in Path("configs").rglob("*.yaml") if "accelerate" not in p.parts)
+# training configs (TrainConfig); the foundation recipe is a FoundationConfig, checked on its own below
+CONFIGS = sorted(p for p in Path("configs").rglob("*.yaml") if "accelerate" not in p.parts and p.name != "foundation.yaml")
 
 
 def test_help_is_fast_and_light():
@@ -101,18 +103,60 @@ def test_foundation_flags_reach_the_recipe_config(monkeypatch, tmp_path, capsys)
     seen = {}
     monkeypatch.setattr(foundation, "build_foundation",
                         lambda out, cfg, part: seen.update(out=out, cfg=cfg, part=part) or out)
+    tokenizer = tmp_path / "x" / "init"
+    tokenizer.mkdir(parents=True)
+    (tokenizer / "tokenizer.json").write_text("{}")  # checked to exist before the build starts
     main(["foundation", "--out", str(tmp_path), "--part", "align", "--seed", "3", "--items", "40",
           "--align-steps", "7", "--binding-formats", "which,enum", "--induction-fraction", "0",
           "--align-grounded-fraction", "0.6", "--align-choice-fraction", "0.4", "--align-reason-fraction", "0.3",
           "--align-question-fraction", "1", "--align-question-reason-fraction", "0.5", "--align-question-trace",
-          "--tokenizer-from", "runs/x/init", "--threads", "1", "--model", '{"group": 4}'])
+          "--tokenizer-from", str(tokenizer), "--threads", "1", "--model", '{"group": 4}'])
     cfg = seen["cfg"]
     assert seen["part"] == "align" and str(tmp_path) in capsys.readouterr().out
     assert (cfg.seed, cfg.items, cfg.align_steps, cfg.binding_formats, cfg.induction_fraction) == (
         3, 40, 7, ("which", "enum"), 0.0)
     assert (cfg.align_grounded_fraction, cfg.align_choice_fraction, cfg.align_reason_fraction,
             cfg.align_question_fraction, cfg.align_question_reason_fraction) == (0.6, 0.4, 0.3, 1.0, 0.5)
-    assert cfg.align_question_trace is True and cfg.tokenizer_from == "runs/x/init"
+    assert cfg.align_question_trace is True and cfg.tokenizer_from == str(tokenizer)
     assert (cfg.threads, cfg.model_overrides) == (1, {"group": 4})
     main(["foundation", "--out", str(tmp_path)])
     assert seen["cfg"].align_question_trace is False and seen["part"] == "all"
+
+
+def test_foundation_recipe_file_sets_the_config_and_given_flags_win(monkeypatch, tmp_path, capsys):
+    """`tinyvr foundation --config recipe.yaml`: the file's fields reach the recipe, a flag that is
+    given overrides its field, and a mistake in the file is refused naming the file and the field."""
+    import tinyvr.recipes.foundation as foundation
+
+    seen = {}
+    monkeypatch.setattr(foundation, "build_foundation",
+                        lambda out, cfg, part: seen.update(cfg=cfg) or out)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("language_steps: 123\nbinding_formats: [which, enum]\nalign_question_fraction: 1.0\n"
+                      "model_overrides: {group: 4}\n")
+    main(["foundation", "--out", str(tmp_path / "f"), "--config", str(recipe), "--language-steps", "9"])
+    cfg = seen["cfg"]
+    assert (cfg.language_steps, cfg.binding_formats, cfg.align_question_fraction, cfg.model_overrides) == (
+        9, ("which", "enum"), 1.0, {"group": 4})
+    assert cfg.align_steps == foundation.FoundationConfig().align_steps  # not in the file: the default
+    recipe.write_text("language_stepz: 5\n")
+    assert main(["foundation", "--out", str(tmp_path / "f"), "--config", str(recipe)]) == 2
+    assert re.search(r"recipe\.yaml.*language_stepz", capsys.readouterr().err)
+    recipe.write_text("induction_fraction: 2.0\n")
+    assert main(["foundation", "--out", str(tmp_path / "f"), "--config", str(recipe)]) == 2
+    assert re.search(r"recipe\.yaml.*induction_fraction", capsys.readouterr().err)
+    recipe.write_text("binding_formats: [which, riddle]\n")
+    assert main(["foundation", "--out", str(tmp_path / "f"), "--config", str(recipe)]) == 2
+    assert re.search(r"recipe\.yaml.*binding_formats", capsys.readouterr().err)
+
+
+def test_the_shipped_foundation_recipe_is_a_valid_config():
+    """configs/tiny/foundation.yaml (the README's build command) parses into a checked config."""
+    from pathlib import Path
+
+    from tinyvr.config import read_yaml
+    from tinyvr.recipes.foundation import foundation_config
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "tiny" / "foundation.yaml"
+    cfg = foundation_config(read_yaml(path), where=str(path))
+    assert "enum" in cfg.binding_formats and cfg.align_question_reason_fraction > 0

@@ -91,22 +91,23 @@ def _json_arg(text: str, flag: str) -> dict:
 
 
 def _cmd_foundation(a):
-    from tinyvr.recipes.foundation import FoundationConfig, build_foundation
+    from tinyvr.config import read_yaml
+    from tinyvr.recipes.foundation import build_foundation, foundation_config
 
-    cfg = FoundationConfig(seed=a.seed, items=a.items, vision_steps=a.vision_steps,
-                           language_steps=a.language_steps, align_steps=a.align_steps, threads=a.threads,
-                           binding_formats=tuple(a.binding_formats.split(",")),
-                           induction_fraction=a.induction_fraction, language_init=a.language_init,
-                           vision_init=a.vision_init,
-                           align_grounded_fraction=a.align_grounded_fraction,
-                           align_choice_fraction=a.align_choice_fraction,
-                           align_reason_fraction=a.align_reason_fraction,
-                           align_question_fraction=a.align_question_fraction,
-                           align_question_reason_fraction=a.align_question_reason_fraction,
-                           align_question_trace=a.align_question_trace,
-                           tokenizer_from=a.tokenizer_from,
-                           model_overrides=_json_arg(a.model, "--model"))
+    # the recipe file first, then every flag that was given (flags win)
+    data = read_yaml(a.config) if a.config else {}
+    flags = {name: getattr(a, name) for name in FOUNDATION_FLAGS if getattr(a, name) is not None}
+    if a.model is not None:
+        flags["model_overrides"] = _json_arg(a.model, "--model")
+    cfg = foundation_config(data | flags, where=a.config or "tinyvr foundation")
     print(build_foundation(a.out, cfg, part=a.part))
+
+
+# `tinyvr foundation` flags that set a FoundationConfig field of the same name (default None: not given)
+FOUNDATION_FLAGS = ("seed", "items", "vision_steps", "language_steps", "align_steps", "binding_formats",
+                    "induction_fraction", "language_init", "vision_init", "align_induction_fraction",
+                    "align_grounded_fraction", "align_choice_fraction", "align_reason_fraction", "align_question_fraction",
+                    "align_question_reason_fraction", "align_question_trace", "tokenizer_from", "threads")
 
 
 def _cmd_convert(a):
@@ -149,40 +150,45 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("foundation", help="pretrain the tiny model's tower and LLM once (perception, "
                        "in-context look-up); the demo can start from it")
     s.add_argument("--out", default="runs/foundation")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--config", default="", help="the recipe as YAML (FoundationConfig fields), e.g. "
+                   "configs/tiny/foundation.yaml; flags that are given win; default: the built-in defaults")
     s.add_argument("--part", default="all", choices=["all", "vision", "language", "align"],
                    help="vision and language can run as two processes side by side, then align")
-    s.add_argument("--items", type=int, default=2000)
-    s.add_argument("--vision-steps", type=int, default=1200)
-    s.add_argument("--language-steps", type=int, default=6000)
-    s.add_argument("--align-steps", type=int, default=600)
-    s.add_argument("--binding-formats", default="which,hint", help="comma list of which, hint, tail, pool, enum (see binding_example)")
-    s.add_argument("--induction-fraction", type=float, default=0.5)
-    s.add_argument("--language-init", default="",
+    s.add_argument("--seed", type=int, help="default 0")
+    s.add_argument("--items", type=int, help="generated foundation items (default 2000)")
+    s.add_argument("--vision-steps", type=int, help="default 1200")
+    s.add_argument("--language-steps", type=int, help="default 6000")
+    s.add_argument("--align-steps", type=int, help="default 600")
+    s.add_argument("--binding-formats", help="comma list of which, hint, tail, pool, enum (see binding_example); "
+                   "default which,hint")
+    s.add_argument("--induction-fraction", type=float, help="default 0.5")
+    s.add_argument("--language-init",
                    help="continue the language part from an earlier build's lm.safetensors or model.safetensors")
-    s.add_argument("--vision-init", default="",
+    s.add_argument("--vision-init",
                    help="continue the vision part from an earlier build's tower.safetensors or model.safetensors")
-    s.add_argument("--model", default="{}",
+    s.add_argument("--model",
                    help='JSON overrides of the tiny preset, e.g. \'{"text_config": {"num_attention_heads": 8}}\'')
-    s.add_argument("--align-grounded-fraction", type=float, default=0.5,
-                   help="share of align clips with grounded questions instead of a caption")
-    s.add_argument("--align-choice-fraction", type=float, default=0.5,
-                   help="share of grounded questions asked as multiple choice (the answer is the letter)")
-    s.add_argument("--align-reason-fraction", type=float, default=0.0,
-                   help="share of those asked in reason mode (answer stated, option check, letter)")
-    s.add_argument("--align-question-fraction", type=float, default=0.0,
+    s.add_argument("--align-induction-fraction", type=float,
+                   help="induction share of the language examples replayed during align (default: --induction-fraction)")
+    s.add_argument("--align-grounded-fraction", type=float,
+                   help="share of align clips with grounded questions instead of a caption (default 0.5)")
+    s.add_argument("--align-choice-fraction", type=float,
+                   help="share of grounded questions asked as multiple choice, the answer is the letter (default 0.5)")
+    s.add_argument("--align-reason-fraction", type=float,
+                   help="share of those asked in reason mode: answer stated, option check, letter (default 0)")
+    s.add_argument("--align-question-fraction", type=float,
                    help="share of grounded clips that also get their item's own question (any family), "
-                        "answered openly with the answer's text")
-    s.add_argument("--align-question-reason-fraction", type=float, default=0.0,
+                        "answered openly with the answer's text (default 0)")
+    s.add_argument("--align-question-reason-fraction", type=float,
                    help="share of those own questions asked as evaluation asks them in reason mode (the item's "
-                        "options), answered with the stated answer, the option check and the letter")
-    s.add_argument("--align-question-trace", action="store_true",
+                        "options), answered with the stated answer, the option check and the letter (default 0)")
+    s.add_argument("--align-question-trace", action="store_true", default=None,
                    help="answer those reason-form questions with the item's whole reasoning trace (what the "
                         "frames show first), as the cold start's samples do")
-    s.add_argument("--tokenizer-from", default="",
+    s.add_argument("--tokenizer-from",
                    help="use an earlier build's tokenizer (its init/ or model/ folder) instead of training one, "
                         "so its weights can be continued after the generator's text changed")
-    s.add_argument("--threads", type=int, default=0, help="torch threads; 0 = all cores")
+    s.add_argument("--threads", type=int, help="torch threads; 0 = all cores (default)")
     s.set_defaults(func=_cmd_foundation)
 
     s = sub.add_parser("init-model", help="write a randomly initialised model folder")

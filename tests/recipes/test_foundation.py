@@ -16,7 +16,7 @@ from tinyvr.recipes.foundation import (FoundationConfig, binding_example, build_
 
 TOY = dict(items=16, vision_steps=4, vision_batch=2, language_steps=4, language_batch=4, align_steps=4, align_batch=2,
            save_every=2, threads=1, binding_formats=("which", "enum"), align_reason_fraction=0.5,
-           align_question_fraction=0.5, align_question_reason_fraction=0.5)
+           align_question_fraction=0.5, align_question_reason_fraction=0.5, align_induction_fraction=0.0)
 
 
 def test_patch_labels_match_the_rendered_pixels():
@@ -236,6 +236,11 @@ def test_foundation_trains_the_tower_and_the_llm_and_records_its_weights(toy_fou
     assert m["metrics"]["language"]["settings"]["binding_formats"] == ["which", "enum"]
     assert "align_steps" not in m["metrics"]["language"]["settings"]
     assert m["metrics"]["align"]["settings"]["binding_formats"] == ["which", "enum"]  # replayed in align
+    # the align part replays the look-up without induction (align_induction_fraction 0), the language
+    # part trained both
+    assert m["metrics"]["language"]["induction_acc"] is not None and m["metrics"]["align"]["induction_acc"] is None
+    assert m["metrics"]["align"]["binding_acc"] is not None or m["metrics"]["align"]["enum_acc"] is not None
+    assert m["metrics"]["align"]["settings"]["align_induction_fraction"] == 0.0
     # every training setting is recorded by some part (save_every changes no number)
     from dataclasses import fields
 
@@ -317,6 +322,8 @@ def test_foundation_rejects_bad_settings(tmp_path):
         build_foundation(tmp_path, FoundationConfig(align_question_fraction=1.5))
     with pytest.raises(ConfigError, match="align_question_reason_fraction"):
         build_foundation(tmp_path, FoundationConfig(align_question_reason_fraction=-0.1))
+    with pytest.raises(ConfigError, match="align_induction_fraction"):
+        build_foundation(tmp_path, FoundationConfig(align_induction_fraction=1.5))
     with pytest.raises(ConfigError, match="tokenizer_from: no tokenizer.json"):
         build_foundation(tmp_path, FoundationConfig(tokenizer_from=str(tmp_path)))
     with pytest.raises(ConfigError, match="--part"):

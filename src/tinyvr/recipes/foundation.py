@@ -62,7 +62,8 @@ _LANGUAGE_MIX = ("induction_fraction", "binding_formats")  # the language part's
 PART_SETTINGS = {  # the FoundationConfig fields each part trains with (recorded next to its metrics)
     "vision": _COMMON + ("vision_steps", "vision_lr", "vision_batch", "vision_init"),
     "language": _COMMON + _LANGUAGE_MIX + ("language_steps", "language_lr", "language_batch", "language_init"),
-    "align": _COMMON + _LANGUAGE_MIX + ("align_steps", "align_lr", "align_batch", "align_grounded_fraction",
+    "align": _COMMON + _LANGUAGE_MIX + ("align_steps", "align_lr", "align_batch", "align_induction_fraction",
+                                        "align_grounded_fraction",
                                         "align_choice_fraction", "align_reason_fraction", "align_question_fraction",
                                         "align_question_reason_fraction", "align_question_trace"),
 }
@@ -90,6 +91,9 @@ class FoundationConfig:
     align_steps: int = 600
     align_lr: float = 1e-3
     align_batch: int = 16  # clips per step, plus as many language examples
+    # induction share of those language examples; None: induction_fraction. Once induction has formed
+    # the replay can spend its examples on the look-up instead
+    align_induction_fraction: float | None = None
     align_grounded_fraction: float = 0.5  # clips that get grounded questions instead of a caption
     align_choice_fraction: float = 0.5  # grounded questions asked as multiple choice (answer: the letter)
     align_reason_fraction: float = 0.0  # of those, asked in reason mode (answer stated, option check, letter)
@@ -116,6 +120,9 @@ class FoundationConfig:
         if bad or not self.binding_formats:
             raise ConfigError(f"foundation.binding_formats must be a non-empty subset of {list(BINDING_FORMATS)}, "
                               f"got {list(self.binding_formats)}")
+        if self.align_induction_fraction is not None and not 0.0 <= self.align_induction_fraction <= 1.0:
+            raise ConfigError(f"foundation.align_induction_fraction must be in [0, 1], "
+                              f"got {self.align_induction_fraction}")
         for name in ("induction_fraction", "align_grounded_fraction", "align_choice_fraction",
                      "align_reason_fraction", "align_question_fraction", "align_question_reason_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
@@ -129,6 +136,28 @@ class FoundationConfig:
             raise ConfigError(f"foundation.tokenizer_from: no tokenizer.json in {self.tokenizer_from}")
         if self.items < 16:
             raise ConfigError(f"foundation.items must be at least 16, got {self.items}")
+
+
+def foundation_config(data: dict, where: str = "foundation") -> FoundationConfig:
+    """A checked FoundationConfig from a mapping (a recipe YAML, flags merged over it): unknown keys,
+    wrong types and out-of-range values are refused, naming `where` and the field."""
+    from tinyvr.config import from_dict
+
+    data = dict(data)
+    formats = data.get("binding_formats")
+    if isinstance(formats, str):  # the flag's comma list
+        data["binding_formats"] = [f.strip() for f in formats.split(",") if f.strip()]
+    if "binding_formats" in data and not (isinstance(data["binding_formats"], list)
+                                          and all(isinstance(f, str) for f in data["binding_formats"])):
+        raise ConfigError(f"{where}: binding_formats must be a list of names, got {data['binding_formats']!r}")
+    try:
+        cfg = from_dict(FoundationConfig, data)
+        if "binding_formats" in data:
+            cfg.binding_formats = tuple(cfg.binding_formats)
+        cfg.check()
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    return cfg
 
 
 # ---------------------------------------------------------------------------------------------
@@ -587,12 +616,12 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
 
     hist: dict[str, list[float]] = {"induction": [], "binding": [], "enum": []}
     formats, pool = tuple(cfg.binding_formats), option_pool(records)
+    induction = cfg.induction_fraction if cfg.align_induction_fraction is None else cfg.align_induction_fraction
     t0, loss = time.time(), torch.tensor(float("nan"))
     for step in range(start, cfg.align_steps):
         idx = [n_va + rng.randrange(len(items) - n_va) for _ in range(cfg.align_batch)] if len(items) > n_va else [0]
         loss = model(**encode([align_conversation(rng, records[i], grounded[i], cfg) for i in idx], idx)).loss
-        text = language_batch(rng, records, processor.tokenizer, cfg.align_batch, cfg.induction_fraction,
-                              formats, pool)
+        text = language_batch(rng, records, processor.tokenizer, cfg.align_batch, induction, formats, pool)
         o = model.language_model(input_ids=text["input_ids"], attention_mask=text["attention_mask"],
                                  labels=text["labels"])
         (loss + o.loss).backward()
