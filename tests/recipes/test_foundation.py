@@ -190,6 +190,37 @@ def test_record_accuracy_counts_an_enum_answer_only_when_every_token_is_right():
     assert hist["induction"] == [pytest.approx(2 / 3)] and hist["enum"] == [0.0, 1.0]
 
 
+def test_language_backward_in_length_groups_gives_the_padded_batchs_gradient_with_less_padding():
+    """Slices of similar length, each trimmed to its longest row, backward the same loss and gradient
+    as the one right-padded batch (causal attention: padding on the right changes nothing before it),
+    and record the same accuracies."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from tinyvr.recipes.foundation import _record_accuracy, language_backward, language_batch, length_groups
+
+    torch.manual_seed(0)
+    lm = Qwen2ForCausalLM(Qwen2Config(vocab_size=120, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128))
+    batch = language_batch(random.Random(3), [], list(range(120)), 12, 1.0)  # induction rows, 12-80 tokens
+    groups = length_groups(batch, 4)
+    assert sum(len(g["kinds"]) for g in groups) == 12
+    assert sum(g["input_ids"].numel() for g in groups) < batch["input_ids"].numel()
+    assert all(g["attention_mask"][:, -1].any() for g in groups)  # each trimmed to its longest row
+
+    out = lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+    out.loss.backward()
+    want = {n: p.grad.clone() for n, p in lm.named_parameters()}
+    hist_want = {"induction": [], "binding": [], "enum": []}
+    _record_accuracy(hist_want, out.logits, batch)
+    lm.zero_grad()
+    hist = {"induction": [], "binding": [], "enum": []}
+    loss = language_backward(lm, batch, hist, groups=4)
+    assert loss == pytest.approx(out.loss.item(), rel=1e-5)
+    for n, p in lm.named_parameters():
+        assert torch.allclose(p.grad, want[n], atol=1e-6, rtol=1e-4), n
+    assert sorted(hist["induction"]) == pytest.approx(sorted(hist_want["induction"]))
+
+
 def test_induction_example_repeats_its_sequence():
     rng = random.Random(1)
     for _ in range(50):
