@@ -221,6 +221,32 @@ def test_language_backward_in_length_groups_gives_the_padded_batchs_gradient_wit
     assert sorted(hist["induction"]) == pytest.approx(sorted(hist_want["induction"]))
 
 
+def test_video_backward_in_length_groups_gives_the_padded_batchs_gradient():
+    """The align part's video conversations (a caption or several grounded questions: 50-600 tokens)
+    run as length slices too, each slice's loss summed over the whole batch's targets."""
+    from tinyvr.recipes.common import new_model
+    from tinyvr.recipes.foundation import video_backward
+
+    model, proc = new_model("tiny", seed=0)
+    model.train()
+    convs = [[{"from": "human", "value": "<image>\nDescribe the clip."}, {"from": "gpt", "value": "A red circle." * n}]
+             for n in (1, 9, 3, 14, 2, 6)]
+    b = proc.collate([dict(zip(("input_ids", "labels"), proc.encode_conversation(c))) for c in convs])
+    torch.manual_seed(1)
+    with torch.no_grad():
+        b["video_features"] = model.vision_features(torch.rand(6, model.config.num_frames, 3, 64, 64) * 2 - 1)
+    out = model(**b)
+    out.loss.backward()
+    want = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    loss = video_backward(model, b, groups=3)
+    assert loss == pytest.approx(out.loss.item(), rel=1e-5)
+    got = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert got.keys() == want.keys() and any(n.startswith("connector.") for n in got)
+    for n in want:
+        assert torch.allclose(got[n], want[n], atol=1e-6, rtol=1e-4), n
+
+
 def test_induction_example_repeats_its_sequence():
     rng = random.Random(1)
     for _ in range(50):

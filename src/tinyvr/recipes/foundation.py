@@ -277,7 +277,7 @@ def train_vision(model, processor, items, cfg: FoundationConfig, out: Path) -> d
                 "shape_acc": round((ps[obj] == S[:n_va][obj]).float().mean().item(), 4),
                 "background_acc": round((pc[~obj] == 0).float().mean().item(), 4)}
 
-    t0, loss = time.time(), torch.tensor(float("nan"))
+    t0, loss = time.time(), float("nan")
     for step in range(start, cfg.vision_steps):
         idx = n_va + torch.randint(len(X) - n_va, (cfg.vision_batch,), generator=g)
         f = model.vision_features(pixels(idx.tolist()))
@@ -384,9 +384,10 @@ def language_batch(rng: random.Random, records, tokenizer, size: int, induction_
 
 
 def length_groups(batch: dict, groups: int) -> list[dict]:
-    """The batch's rows sorted by length and cut into up to `groups` slices, each trimmed to its own
-    longest row. A padded position costs as much compute as a token, and induction rows are about
-    half as long as look-up rows (an option check about twice): one padded batch is ~half padding."""
+    """The batch's rows sorted by length and cut into up to `groups` slices, the token tensors of each
+    trimmed to its own longest row (other tensors and lists: the slice's rows). A padded position
+    costs as much compute as a token, and the rows differ a lot: induction rows are about half as
+    long as look-ups, a caption a fifth of six grounded questions; one padded batch is ~half padding."""
     lengths = batch["attention_mask"].sum(1)
     order = sorted(range(len(lengths)), key=lambda i: (int(lengths[i]), i))
     size = -(-len(order) // max(1, groups))
@@ -394,12 +395,17 @@ def length_groups(batch: dict, groups: int) -> list[dict]:
     for k in range(0, len(order), size):
         rows = order[k:k + size]
         width = int(lengths[rows].max())
-        out.append({**{k: batch[k][rows, :width] for k in ("input_ids", "attention_mask", "labels")},
-                    "kinds": [batch["kinds"][i] for i in rows], "spans": [batch["spans"][i] for i in rows]})
+        part = {}
+        for key, v in batch.items():
+            if key in ("input_ids", "attention_mask", "labels"):
+                part[key] = v[rows, :width]
+            else:
+                part[key] = v[rows] if isinstance(v, torch.Tensor) else [v[i] for i in rows]
+        out.append(part)
     return out
 
 
-LENGTH_GROUPS = 4  # slices per language batch: ~30% fewer positions than one padded batch (item 32)
+LENGTH_GROUPS = 4  # slices per batch: ~40% fewer positions than one padded batch (benchmarks/foundation_language.py)
 
 
 def language_backward(lm, batch: dict, hist: dict, groups: int = LENGTH_GROUPS) -> float:
@@ -418,6 +424,19 @@ def language_backward(lm, batch: dict, hist: dict, groups: int = LENGTH_GROUPS) 
     return loss
 
 
+def video_backward(model, batch: dict, groups: int = LENGTH_GROUPS) -> float:
+    """`language_backward` for a batch of video conversations (right padded, with `video_features`):
+    each slice's loss is summed over the whole batch's target count (`num_items_in_batch`), so the
+    gradient is the one padded batch's. Returns the batch's mean token loss."""
+    total = int((batch["labels"] != -100).sum())  # the first position is never a target
+    loss = 0.0
+    for part in length_groups(batch, groups):
+        part_loss = model(**part, num_items_in_batch=max(1, total)).loss
+        part_loss.backward()
+        loss += part_loss.item()
+    return loss
+
+
 def _record_accuracy(hist: dict, logits: torch.Tensor, batch: dict) -> None:
     """Per example and kind: induction, the share of its targets predicted right (greedy); binding
     and enum, whether all of them are (the greedy answer is then exactly right)."""
@@ -433,9 +452,10 @@ def _recent_accuracy(hist: dict, n: int, digits: int = 3) -> dict:
     return {k: round(float(np.mean(v[-n:])), digits) if v else None for k, v in hist.items()}
 
 
-def _last(loss: torch.Tensor) -> float | None:
+def _last(loss: torch.Tensor | float) -> float | None:
     """The last training loss for the metrics file; None when the part trained no step (JSON has no NaN)."""
-    return None if math.isnan(loss.item()) else round(loss.item(), 4)
+    loss = float(loss)
+    return None if math.isnan(loss) else round(loss, 4)
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
@@ -650,18 +670,18 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
     hist: dict[str, list[float]] = {"induction": [], "binding": [], "enum": []}
     formats, pool = tuple(cfg.binding_formats), option_pool(records)
     induction = cfg.induction_fraction if cfg.align_induction_fraction is None else cfg.align_induction_fraction
-    t0, loss = time.time(), torch.tensor(float("nan"))
+    t0, loss = time.time(), float("nan")
     for step in range(start, cfg.align_steps):
         idx = [n_va + rng.randrange(len(items) - n_va) for _ in range(cfg.align_batch)] if len(items) > n_va else [0]
-        loss = model(**encode([align_conversation(rng, records[i], grounded[i], cfg) for i in idx], idx)).loss
+        video = encode([align_conversation(rng, records[i], grounded[i], cfg) for i in idx], idx)
         text = language_batch(rng, records, processor.tokenizer, cfg.align_batch, induction, formats, pool)
-        loss.backward()  # the video loss and the language replay's, added, as two backwards
+        loss = video_backward(model, video)  # the video loss and the language replay's, added
         language_backward(model.language_model, text, hist)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
         if (step + 1) % 100 == 0 or step + 1 == cfg.align_steps:
             acc = _recent_accuracy(hist, 800)
-            info(f"align step {step + 1}/{cfg.align_steps} video loss {loss.item():.3f} held-out {evaluate()} "
+            info(f"align step {step + 1}/{cfg.align_steps} video loss {loss:.3f} held-out {evaluate()} "
                  f"language accuracy {acc} {time.time() - t0:.0f}s")
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.align_steps:
             _save_checkpoint(ckpt, {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
