@@ -1,6 +1,8 @@
 """The tiny foundation: the two skills the real recipe gets from SigLIP and Qwen2.5, built once.
 
-    tinyvr foundation --out runs/foundation [--seed 0] [--part all|vision|language|align]
+    tinyvr foundation --config configs/tiny/foundation.yaml --out runs/foundation [--part all|vision|language|align]
+
+The YAML file is the recipe (FoundationConfig's fields; flags that are given win over it).
 
 The 3.6B recipe starts from a pretrained tower and LLM. A tiny model trained from scratch by the
 demo's own stages learns the answer format but neither looks at the frames nor finds the option
