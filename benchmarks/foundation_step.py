@@ -5,7 +5,7 @@
 2. The align part's video batch (16 clips with the recipe's align mix: a caption, or up to six
    grounded questions plus the clip's own question; ~50 to ~600 tokens plus 64 video tokens).
 
-tinyvr: `language_backward` / `video_backward`: the rows sorted by length and run as 4 slices, each
+tinyvr: `sliced_backward`: the rows sorted by length and run as 4 slices, each
 trimmed to its own longest row, every slice backwarding its share of the batch's mean token loss.
 Baseline: the same batch as one right-padded tensor and one backward (what the recipe did before).
 Both give the same gradient (checked here, and in tests/recipes/test_foundation.py).
@@ -21,7 +21,7 @@ ALIGN_BATCH = 16
 
 
 def _align(model, processor, items, repeats, torch, read_yaml, foundation_config, grounded_questions,
-           align_conversation, clip_pixels, video_backward) -> dict:
+           align_conversation, clip_pixels, sliced_backward) -> dict:
     import random
 
     cfg = foundation_config(read_yaml(B.ROOT / "configs" / "tiny" / "foundation.yaml"))
@@ -41,7 +41,7 @@ def _align(model, processor, items, repeats, torch, read_yaml, foundation_config
         batches.append(b)
 
     def tinyvr(r):
-        video_backward(model, batches[r])
+        sliced_backward(model, batches[r])
         model.zero_grad(set_to_none=True)
 
     def padded(r):
@@ -70,7 +70,7 @@ def run(quick: bool = False) -> dict:
     from tinyvr.config import read_yaml
     from tinyvr.data.synthetic.grounding import grounded_questions
     from tinyvr.recipes.foundation import (align_conversation, clip_pixels, foundation_config, foundation_items,
-                                           language_backward, language_batch, option_pool, video_backward)
+                                           language_batch, option_pool, sliced_backward)
 
     repeats = 3 if quick else 7
     model, processor = B.tiny_model(0)
@@ -88,7 +88,7 @@ def run(quick: bool = False) -> dict:
         return g
 
     def tinyvr(r):
-        language_backward(lm, batches[r], {"induction": [], "binding": [], "enum": []})
+        sliced_backward(lm, batches[r], {"induction": [], "binding": [], "enum": []})
         lm.zero_grad(set_to_none=True)
 
     def padded(r):
@@ -99,7 +99,7 @@ def run(quick: bool = False) -> dict:
     b = batches[0]
     lm(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["labels"]).loss.backward()
     want = grads()
-    language_backward(lm, b, {"induction": [], "binding": [], "enum": []})
+    sliced_backward(lm, b, {"induction": [], "binding": [], "enum": []})
     assert all(torch.allclose(x, y, atol=1e-5, rtol=1e-3) for x, y in zip(grads(), want)), "gradients differ"
     times = B.interleaved({"tinyvr": tinyvr, "padded": padded}, repeats)
     res = {k: B.summary(v) for k, v in times.items()}
@@ -110,7 +110,7 @@ def run(quick: bool = False) -> dict:
     positions = sum(int(x["attention_mask"].numel()) for x in batches) / len(batches)
     tokens = sum(int(x["attention_mask"].sum()) for x in batches) / len(batches)
     video = _align(model, processor, items, repeats, torch, read_yaml, foundation_config, grounded_questions,
-                   align_conversation, clip_pixels, video_backward)
+                   align_conversation, clip_pixels, sliced_backward)
     print(f"foundation_step, language: batch {BATCH}, {tokens:.0f} tokens in {positions:.0f} padded positions: tinyvr "
           f"{res['tinyvr']['median_wall_s']:.2f} s/step, one padded batch {res['padded']['median_wall_s']:.2f} s/step "
           f"-> {ratio:.2f}x (target >= {TARGET}x; by CPU time {ratio_cpu:.2f}x)")

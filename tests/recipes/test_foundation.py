@@ -190,13 +190,13 @@ def test_record_accuracy_counts_an_enum_answer_only_when_every_token_is_right():
     assert hist["induction"] == [pytest.approx(2 / 3)] and hist["enum"] == [0.0, 1.0]
 
 
-def test_language_backward_in_length_groups_gives_the_padded_batchs_gradient_with_less_padding():
+def test_sliced_backward_of_language_examples_gives_the_padded_batchs_gradient_with_less_padding():
     """Slices of similar length, each trimmed to its longest row, backward the same loss and gradient
     as the one right-padded batch (causal attention: padding on the right changes nothing before it),
     and record the same accuracies."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from tinyvr.recipes.foundation import _record_accuracy, language_backward, language_batch, length_groups
+    from tinyvr.recipes.foundation import _record_accuracy, language_batch, length_groups, sliced_backward
 
     torch.manual_seed(0)
     lm = Qwen2ForCausalLM(Qwen2Config(vocab_size=120, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -214,18 +214,18 @@ def test_language_backward_in_length_groups_gives_the_padded_batchs_gradient_wit
     _record_accuracy(hist_want, out.logits, batch)
     lm.zero_grad()
     hist = {"induction": [], "binding": [], "enum": []}
-    loss = language_backward(lm, batch, hist, groups=4)
+    loss = sliced_backward(lm, batch, hist, groups=4)
     assert loss == pytest.approx(out.loss.item(), rel=1e-5)
     for n, p in lm.named_parameters():
         assert torch.allclose(p.grad, want[n], atol=1e-6, rtol=1e-4), n
     assert sorted(hist["induction"]) == pytest.approx(sorted(hist_want["induction"]))
 
 
-def test_video_backward_in_length_groups_gives_the_padded_batchs_gradient():
+def test_sliced_backward_of_video_conversations_gives_the_padded_batchs_gradient():
     """The align part's video conversations (a caption or several grounded questions: 50-600 tokens)
     run as length slices too, each slice's loss summed over the whole batch's targets."""
     from tinyvr.recipes.common import new_model
-    from tinyvr.recipes.foundation import video_backward
+    from tinyvr.recipes.foundation import sliced_backward
 
     model, proc = new_model("tiny", seed=0)
     model.train()
@@ -239,7 +239,7 @@ def test_video_backward_in_length_groups_gives_the_padded_batchs_gradient():
     out.loss.backward()
     want = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad(set_to_none=True)
-    loss = video_backward(model, b, groups=3)
+    loss = sliced_backward(model, b, groups=3)
     assert loss == pytest.approx(out.loss.item(), rel=1e-5)
     got = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
     assert got.keys() == want.keys() and any(n.startswith("connector.") for n in got)

@@ -407,35 +407,22 @@ def length_groups(batch: dict, groups: int) -> list[dict]:
     return out
 
 
-LENGTH_GROUPS = 4  # slices per batch: ~40% fewer positions than one padded batch (benchmarks/foundation_language.py)
+LENGTH_GROUPS = 4  # slices per batch: about half the positions of one padded batch (benchmarks/foundation_step.py)
 
 
-def language_backward(lm, batch: dict, hist: dict, groups: int = LENGTH_GROUPS) -> float:
-    """Backward of the batch's mean token loss, slice by slice (`length_groups`): each slice's summed
-    loss over the whole batch's target count, so the gradient is the one padded batch's. Records
-    each example's accuracy in `hist`; returns the loss."""
-    total = int((batch["labels"][:, 1:] != -100).sum())
+def sliced_backward(model, batch: dict, hist: dict | None = None, groups: int = LENGTH_GROUPS) -> float:
+    """Backward of the batch's mean token loss, slice by slice (`length_groups`): each slice's loss is
+    summed over the whole batch's target count (`num_items_in_batch`), so the gradient is the one
+    padded batch's. `model`: the LLM (language examples) or the video model (conversations with
+    `video_features`). With `hist`, records each example's accuracy. Returns the loss."""
+    total = max(1, int((batch["labels"] != -100).sum()))  # the first position is never a target
     loss = 0.0
     for part in length_groups(batch, groups):
-        logits = lm(input_ids=part["input_ids"], attention_mask=part["attention_mask"]).logits
-        part_loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), part["labels"][:, 1:].flatten(),
-                                    ignore_index=-100, reduction="sum") / max(1, total)
-        part_loss.backward()
-        loss += part_loss.item()
-        _record_accuracy(hist, logits.detach(), part)
-    return loss
-
-
-def video_backward(model, batch: dict, groups: int = LENGTH_GROUPS) -> float:
-    """`language_backward` for a batch of video conversations (right padded, with `video_features`):
-    each slice's loss is summed over the whole batch's target count (`num_items_in_batch`), so the
-    gradient is the one padded batch's. Returns the batch's mean token loss."""
-    total = int((batch["labels"] != -100).sum())  # the first position is never a target
-    loss = 0.0
-    for part in length_groups(batch, groups):
-        part_loss = model(**part, num_items_in_batch=max(1, total)).loss
-        part_loss.backward()
-        loss += part_loss.item()
+        out = model(**{k: v for k, v in part.items() if k not in ("kinds", "spans")}, num_items_in_batch=total)
+        out.loss.backward()
+        loss += out.loss.item()
+        if hist is not None:
+            _record_accuracy(hist, out.logits.detach(), part)
     return loss
 
 
@@ -456,7 +443,7 @@ def _recent_accuracy(hist: dict, n: int, digits: int = 3) -> dict:
 
 def _last(loss: torch.Tensor | float) -> float | None:
     """The last training loss for the metrics file; None when the part trained no step (JSON has no NaN)."""
-    loss = float(loss)
+    loss = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
     return None if math.isnan(loss) else round(loss, 4)
 
 
@@ -493,7 +480,7 @@ def train_language(model, processor, records, cfg: FoundationConfig, out: Path) 
     t0 = time.time()
     for step in range(start, cfg.language_steps):
         batch = language_batch(rng, records, tok, cfg.language_batch, cfg.induction_fraction, formats, pool)
-        loss = language_backward(lm, batch, hist)
+        loss = sliced_backward(lm, batch, hist)
         torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
         opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
         if (step + 1) % 250 == 0 or step + 1 == cfg.language_steps:
@@ -677,8 +664,8 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
         idx = [n_va + rng.randrange(len(items) - n_va) for _ in range(cfg.align_batch)] if len(items) > n_va else [0]
         video = encode([align_conversation(rng, records[i], grounded[i], cfg) for i in idx], idx)
         text = language_batch(rng, records, processor.tokenizer, cfg.align_batch, induction, formats, pool)
-        loss = video_backward(model, video)  # the video loss and the language replay's, added
-        language_backward(model.language_model, text, hist)
+        loss = sliced_backward(model, video)  # the video loss and the language replay's, added
+        sliced_backward(model.language_model, text, hist)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
         if (step + 1) % 100 == 0 or step + 1 == cfg.align_steps:
