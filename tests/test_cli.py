@@ -108,6 +108,7 @@ def test_foundation_flags_reach_the_recipe_config(monkeypatch, tmp_path, capsys)
     (tokenizer / "tokenizer.json").write_text("{}")  # checked to exist before the build starts
     main(["foundation", "--out", str(tmp_path), "--part", "align", "--seed", "3", "--items", "40",
           "--align-steps", "7", "--binding-formats", "which,enum", "--induction-fraction", "0",
+          "--align-induction-fraction", "0.25",
           "--align-grounded-fraction", "0.6", "--align-choice-fraction", "0.4", "--align-reason-fraction", "0.3",
           "--align-question-fraction", "1", "--align-question-reason-fraction", "0.5", "--align-question-trace",
           "--tokenizer-from", str(tokenizer), "--threads", "1", "--model", '{"group": 4}'])
@@ -118,7 +119,7 @@ def test_foundation_flags_reach_the_recipe_config(monkeypatch, tmp_path, capsys)
     assert (cfg.align_grounded_fraction, cfg.align_choice_fraction, cfg.align_reason_fraction,
             cfg.align_question_fraction, cfg.align_question_reason_fraction) == (0.6, 0.4, 0.3, 1.0, 0.5)
     assert cfg.align_question_trace is True and cfg.tokenizer_from == str(tokenizer)
-    assert (cfg.threads, cfg.model_overrides) == (1, {"group": 4})
+    assert (cfg.threads, cfg.model_overrides, cfg.align_induction_fraction) == (1, {"group": 4}, 0.25)
     main(["foundation", "--out", str(tmp_path)])
     assert seen["cfg"].align_question_trace is False and seen["part"] == "all"
 
