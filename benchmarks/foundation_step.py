@@ -20,9 +20,15 @@ BATCH = 32
 ALIGN_BATCH = 16
 
 
-def _align(model, processor, items, repeats, torch, read_yaml, foundation_config, grounded_questions,
-           align_conversation, clip_pixels, sliced_backward) -> dict:
+def _align(model, processor, items, repeats: int) -> dict:
+    """The align part's video batch, sliced and padded, on the recipe file's align mix."""
     import random
+
+    import torch
+
+    from tinyvr.config import read_yaml
+    from tinyvr.data.synthetic.grounding import grounded_questions
+    from tinyvr.recipes.foundation import align_conversation, clip_pixels, foundation_config, sliced_backward
 
     cfg = foundation_config(read_yaml(B.ROOT / "configs" / "tiny" / "foundation.yaml"))
     model.train()
@@ -67,10 +73,7 @@ def run(quick: bool = False) -> dict:
     import random
 
     torch = B.setup_torch(0)
-    from tinyvr.config import read_yaml
-    from tinyvr.data.synthetic.grounding import grounded_questions
-    from tinyvr.recipes.foundation import (align_conversation, clip_pixels, foundation_config, foundation_items,
-                                           language_batch, option_pool, sliced_backward)
+    from tinyvr.recipes.foundation import foundation_items, language_batch, option_pool, sliced_backward
 
     repeats = 3 if quick else 7
     model, processor = B.tiny_model(0)
@@ -109,8 +112,7 @@ def run(quick: bool = False) -> dict:
     ratio_cpu = res["padded"]["median_cpu_s"] / res["tinyvr"]["median_cpu_s"]
     positions = sum(int(x["attention_mask"].numel()) for x in batches) / len(batches)
     tokens = sum(int(x["attention_mask"].sum()) for x in batches) / len(batches)
-    video = _align(model, processor, items, repeats, torch, read_yaml, foundation_config, grounded_questions,
-                   align_conversation, clip_pixels, sliced_backward)
+    video = _align(model, processor, items, repeats)
     print(f"foundation_step, language: batch {BATCH}, {tokens:.0f} tokens in {positions:.0f} padded positions: tinyvr "
           f"{res['tinyvr']['median_wall_s']:.2f} s/step, one padded batch {res['padded']['median_wall_s']:.2f} s/step "
           f"-> {ratio:.2f}x (target >= {TARGET}x; by CPU time {ratio_cpu:.2f}x)")
