@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))  # run from a checkout without installing
 
-BENCHMARKS = ["rollout", "grpo_step", "video_decode", "foundation_step", "memory"]
+BENCHMARKS = ["rollout", "grpo_step", "video_decode", "foundation_step", "parallel_grpo", "memory"]
 
 
 def _x(r):
@@ -72,6 +72,12 @@ def readme_rows(name: str, r: dict) -> list[str]:
                 f"| foundation align video batch, {a['setup']['batch']} clips ({a['setup']['mean_tokens']:.0f} "
                 f"tokens, {a['setup']['mean_padded_positions']:.0f} padded positions) "
                 f"| {a['tinyvr']['median_wall_s']:.2f} s | {a['baseline']['median_wall_s']:.2f} s | {_x(a['ratio'])} | — |"]
+    if name == "parallel_grpo":
+        s = r["setup"]
+        return [f"| two GRPO runs of {s['steps_per_run']} steps ({s['prompts']} prompts × G={s['num_generations']} × "
+                f"{s['max_new_tokens']} tokens), `tinyvr demo --jobs 2` | {t['wall_s']:.1f} s (side by side, "
+                f"{max(1, s['cores'] // 2)} thread(s) each) | {b['wall_s']:.1f} s (one after the other, {s['cores']} "
+                f"threads) | {_x(r['ratio'])} | ≥ {r['target']:g}× |"]
     if name == "memory":
         def mb(x):
             if x.get("step_peak_rss_mb") is None:

@@ -73,7 +73,7 @@ def _cmd_demo(a):
 
     run_demo(out=a.out, ablations=a.ablations, seeds=a.seeds, seed=a.seed, fresh=a.fresh,
              config_dir=a.config_dir, overrides=a.overrides, eval_limit=a.eval_limit,
-             sizes=parse_sizes(a.sizes) if a.sizes else None, foundation=a.foundation)
+             sizes=parse_sizes(a.sizes) if a.sizes else None, foundation=a.foundation, jobs=a.jobs)
 
 
 def _json_arg(text: str, flag: str) -> dict:
@@ -138,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ablations", action="store_true", help="also run the paper's ablations")
     s.add_argument("--seeds", type=int, default=1, help="train R1 at N GRPO seeds (the report compares its gain with their spread); "
                    "with --ablations, every variant at N seeds")
+    s.add_argument("--jobs", type=int, default=1, help="with --seeds or --ablations, train that many GRPO runs side "
+                   "by side, each with its share of the cores (logs in each run's train.log); default 1")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--fresh", action="store_true", help="ignore finished stages and start over")
     s.add_argument("--foundation", default="", help="start from a foundation built by `tinyvr foundation` "

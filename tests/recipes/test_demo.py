@@ -1,13 +1,17 @@
 """`tinyvr demo` end to end at toy size: every stage, the 12 evaluations, results.json, report, rerun."""
 
 import json
+import shutil
 
 import yaml
+
+from tinyvr.utils.device import cpu_cores
 
 from tests.recipes.conftest import SIZES
 
 TOY = ["optim.max_steps=2", "optim.batch_size=2", "rollout.num_generations=2", "rollout.max_new_tokens=8",
        "eval.max_new_tokens=8", "eval.batch_size=4", "run.progress=false", "run.tensorboard=false"]
+NUMBERS = {"step", "loss", "reward", "kl", "completion_length"}  # a GRPO metrics row's numbers (its timings left out)
 
 
 def test_demo_runs_every_stage_writes_results_and_report_reuses_them_and_adds_ablations(tmp_path, monkeypatch):
@@ -61,6 +65,21 @@ def test_demo_runs_every_stage_writes_results_and_report_reuses_them_and_adds_ab
     assert gain["beats_spread"] == (gain["gain"] > gain["r1_std"])
     md = (out / "report.md").read_text()
     assert "(2 seeds)" in md and "## Ablations" not in md and "`tinyvr demo --seeds 3`" not in md
+
+    # --jobs 2: the same two GRPO runs side by side in worker processes, one thread each on this
+    # 2-core machine, each logging to its own train.log; same numbers as one after the other
+    par = tmp_path / "demo_jobs"
+    shutil.copytree(out, par, ignore=shutil.ignore_patterns("grpo", "ablations", "r1", "*.json", "*.md"))
+    run_demo(out=str(par), overrides=TOY, eval_limit=3, sizes=dict(SIZES), seeds=2, jobs=2)
+    threads = max(1, cpu_cores() // 2)
+    for seq_run, par_run in ((out / "grpo", par / "grpo"),
+                             (out / "ablations" / "full-seed1", par / "ablations" / "full-seed1")):
+        assert (par_run / "model" / "DONE").is_file() and "grpo" in (par_run / "train.log").read_text()
+        assert yaml.safe_load((par_run / "config.yaml").read_text())["run"]["threads"] == threads
+        rows = [[{k: v for k, v in json.loads(line).items() if k in NUMBERS}
+                 for line in (run / "metrics.jsonl").read_text().splitlines()] for run in (seq_run, par_run)]
+        assert rows[0] == rows[1] and len(rows[0]) == 2 and all(set(r) == NUMBERS for r in rows[0])
+    assert json.loads((par / "summary.json").read_text())["grpo_gain"]["r1_seed_accs"] == gain["r1_seed_accs"]
 
     # with --ablations (two of the variants here, to keep it short) over the same 2 seeds, only the
     # variants are trained: the full recipe's seeds are the runs above
@@ -131,3 +150,32 @@ def test_grpo_verdict_splits_accuracy_into_format_answers_and_letter_prior_and_c
     # nothing parsed (or results from before answers were counted): zero rates and no letter, not an error
     none = grpo_verdict({"acc": 0.0, "counts": {"total": 5, "correct": 0, "unparseable": 5}}, r1, [0.1])["coldstart"]
     assert none["acc_parsed"] == 0.0 and none["top_answer"] is None
+
+
+def test_demo_refuses_fewer_than_one_job_before_building_anything(tmp_path):
+    import pytest
+
+    from tinyvr.errors import ConfigError
+    from tinyvr.recipes.demo import run_demo
+
+    with pytest.raises(ConfigError, match="--jobs must be at least 1, got 0"):
+        run_demo(out=str(tmp_path / "demo"), overrides=TOY, seeds=2, jobs=0)
+    assert not (tmp_path / "demo").exists()
+
+
+def test_a_failed_parallel_grpo_run_is_reported_with_its_log_after_the_others_finish(tmp_path):
+    import pytest
+
+    from tinyvr.errors import TinyVRError
+    from tinyvr.recipes.demo import PACKAGED_CONFIGS, train_in_parallel
+
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    (good / "model").mkdir(parents=True)  # a finished run is skipped, not trained again
+    (good / "model" / "config.json").write_text("{}")
+    (good / "model" / "DONE").write_text("1\n")
+    with pytest.raises(TinyVRError) as e:
+        train_in_parallel(PACKAGED_CONFIGS, [("full", 0, good, []),
+                                             ("full", 1, bad, [f"run.output_dir={bad}", "optim.lr=fast"])], jobs=2)
+    assert "full seed 1" in str(e.value) and str(bad / "train.log") in str(e.value)
+    assert "optim.lr" in (bad / "train.log").read_text()
+    assert not (good / "train.log").exists()

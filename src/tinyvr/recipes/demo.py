@@ -242,7 +242,8 @@ def _check_reused_data(path: Path, manifest: dict, *, seed: int, sizes: dict[str
 
 def run_demo(out: str = "runs/demo", *, ablations: bool = False, seeds: int = 1, seed: int = 0,
              fresh: bool = False, config_dir: str = "", overrides: list[str] | None = None,
-             eval_limit: int = 0, sizes: dict[str, int] | None = None, foundation: str = "") -> Path:
+             eval_limit: int = 0, sizes: dict[str, int] | None = None, foundation: str = "",
+             jobs: int = 1) -> Path:
     from tinyvr.config import load_config
     from tinyvr.data.synthetic import generate_dataset
     from tinyvr.recipes.common import init_model_folder
@@ -251,6 +252,10 @@ def run_demo(out: str = "runs/demo", *, ablations: bool = False, seeds: int = 1,
     out = Path(out)
     cfg_dir = _config_dir(config_dir)
     overrides = list(overrides or [])
+    if jobs < 1:
+        from tinyvr.errors import ConfigError
+
+        raise ConfigError(f"--jobs must be at least 1, got {jobs}")
     origin = _init_origin(foundation)  # a bad --foundation fails before anything is built or removed
     if fresh and out.exists():
         import shutil
@@ -281,8 +286,12 @@ def run_demo(out: str = "runs/demo", *, ablations: bool = False, seeds: int = 1,
         (out / "init" / "origin.json").write_text(json.dumps(origin, indent=2) + "\n")
     info(f"model folder: {out / 'init'}")
     models = {}
+    variants = ABLATIONS if ablations else {"full": ABLATIONS["full"]}
     for i, stage in enumerate(STAGES):
         banner(f"{3 + (i >= 3)}/6 {stage}")
+        if stage == "grpo" and jobs > 1 and (ablations or seeds > 1):  # R1 and the other GRPO runs side by side
+            train_in_parallel(cfg_dir, grpo_runs(out, data, start_overrides("grpo", foundation) + overrides,
+                                                 seeds=seeds, seed=seed, variants=variants), jobs)
         models[stage] = run_stage_once(stage, cfg_dir, stage_overrides(stage, out, data, seed)
                                        + start_overrides(stage, foundation) + overrides)
 
@@ -302,8 +311,7 @@ def run_demo(out: str = "runs/demo", *, ablations: bool = False, seeds: int = 1,
     seed_runs = None
     if ablations or seeds > 1:
         seed_runs = run_ablations(out, data, cfg_dir, start_overrides("grpo", foundation) + overrides,
-                                  seeds=seeds, seed=seed, eval_cfg=eval_cfg, limit=eval_limit,
-                                  variants=None if ablations else {"full": ABLATIONS["full"]})
+                                  seeds=seeds, seed=seed, eval_cfg=eval_cfg, limit=eval_limit, variants=variants)
     ablation_summary = seed_runs if ablations else None
     held = {row: outcomes[row]["test_heldout"]["reason"] for row in ("coldstart", "r1")}
     verdict = grpo_verdict(held["coldstart"], held["r1"], seed_runs["full"]["acc"] if seed_runs
@@ -340,27 +348,113 @@ def _corpus(data: Path) -> list[str]:
     return texts
 
 
+def grpo_runs(out: Path, data: Path, overrides: list[str], *, seeds: int, seed: int,
+              variants: dict[str, list[str]]) -> list[tuple[str, int, Path, list[str]]]:
+    """Every GRPO run of `--seeds` / `--ablations` as (variant, seed, folder, overrides), variant by
+    variant. The full recipe at the demo's own seed is the R1 stage itself (`out/grpo`, the same
+    settings), so it is listed with that folder rather than trained twice."""
+    runs = []
+    for name, extra in variants.items():
+        for s in range(seed, seed + seeds):
+            if name == "full" and s == seed:
+                runs.append((name, s, out / "grpo", stage_overrides("grpo", out, data, s) + overrides))
+                continue
+            folder = out / "ablations" / f"{name}-seed{s}"
+            ov = stage_overrides("grpo", out, data, s) + [f"run.output_dir={folder}"]
+            runs.append((name, s, folder, ov + [e.format(sft=out / "sft" / "model") for e in extra] + overrides))
+    return runs
+
+
+def _train_logged(cfg_dir: str, overrides: list[str], log: str) -> str:
+    """A GRPO run in a worker process of `train_in_parallel`, its output to `log` (C-level too)."""
+    import os
+    import sys
+
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush(); sys.stderr.flush()
+    os.dup2(fd, 1); os.dup2(fd, 2)
+    os.close(fd)
+    try:
+        return str(run_stage_once("grpo", Path(cfg_dir), overrides))
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()  # the log says why, next to the run's own output
+        raise
+    finally:
+        sys.stdout.flush(); sys.stderr.flush()
+
+
+def _last_step(folder: Path) -> int:
+    try:
+        lines = (folder / "metrics.jsonl").read_text().splitlines()
+        return int(json.loads(lines[-1]).get("step", 0)) if lines else 0
+    except (OSError, ValueError, AttributeError):
+        return 0
+
+
+def train_in_parallel(cfg_dir: Path, runs: list[tuple[str, int, Path, list[str]]], jobs: int) -> None:
+    """Train the unfinished GRPO `runs` in `jobs` worker processes, each with its share of the cores
+    as torch threads (a run's own `run.threads` override wins). On a small CPU the tiny model's
+    matrices are too small to keep two threads busy, so two one-thread runs side by side finish
+    sooner than the same two runs one after the other at two threads (`benchmarks/parallel_grpo.py`).
+    A run writes its output to `<folder>/train.log`; progress is printed every minute. Every run is
+    awaited before a failure is raised, so one bad run loses nobody else's work; a rerun resumes."""
+    import concurrent.futures as cf
+    import multiprocessing
+
+    from tinyvr.errors import TinyVRError
+    from tinyvr.utils.device import cpu_cores
+
+    todo = [(f"{name} seed {s}", folder, ov) for name, s, folder, ov in runs if not _done(folder)]
+    if not todo:
+        return
+    workers = min(jobs, len(todo))
+    threads = max(1, cpu_cores() // workers)
+    info(f"GRPO: {len(todo)} runs in {workers} processes, {threads} thread(s) each; "
+         f"logs: " + ", ".join(str(f / "train.log") for _, f, _ in todo))
+    failed = []
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        running = {pool.submit(_train_logged, str(cfg_dir), [f"run.threads={threads}"] + ov, str(folder / "train.log")):
+                   (label, folder) for label, folder, ov in todo}
+        t0 = time.time()
+        while running:
+            finished, _ = cf.wait(running, timeout=60, return_when=cf.FIRST_COMPLETED)
+            for f in finished:
+                label, folder = running.pop(f)
+                try:
+                    f.result()
+                    info(f"GRPO {label}: finished ({folder / 'model'})")
+                except Exception as e:  # reported after the others finish; the run resumes on a rerun
+                    failed.append(f"{label}: {type(e).__name__}: {e} (log: {folder / 'train.log'})")
+                    info(f"GRPO {label}: FAILED, see {folder / 'train.log'}")
+            if running:
+                info(f"GRPO in parallel, {time.time() - t0:.0f}s: "
+                     + ", ".join(f"{label} step {_last_step(folder)}" for label, folder in running.values()))
+    if failed:
+        raise TinyVRError("GRPO runs failed (rerun the same command to resume them):\n  " + "\n  ".join(failed))
+
+
 def run_ablations(out: Path, data: Path, cfg_dir: Path, overrides, *, seeds: int, seed: int, eval_cfg,
                   limit: int = 0, variants: dict[str, list[str]] | None = None) -> dict:
     """GRPO variants (default: all of ABLATIONS) from the same cold start (or SFT), several seeds;
-    held-out reason accuracy. The full recipe at the demo's own seed is the R1 stage itself (the same
-    settings), so its model and evaluation are reused rather than trained again."""
+    held-out reason accuracy. The full recipe at the demo's own seed is the R1 stage itself, so its
+    model and evaluation are reused rather than trained again."""
     from tinyvr.utils.logging import read_jsonl
 
     summary = {}
-    for name, extra in (ABLATIONS if variants is None else variants).items():
+    runs = grpo_runs(out, data, overrides, seeds=seeds, seed=seed,
+                     variants=ABLATIONS if variants is None else variants)
+    for name in dict.fromkeys(r[0] for r in runs):
         accs, zero_std, lazy = [], [], []
-        for s in range(seed, seed + seeds):
-            if name == "full" and s == seed:
-                folder, target = out / "grpo", out / "eval" / "r1" / "test_heldout-reason"
-                model_dir = run_stage_once("grpo", cfg_dir, stage_overrides("grpo", out, data, s) + overrides)
+        for _, s, folder, ov in (r for r in runs if r[0] == name):
+            if folder == out / "grpo":
+                target = out / "eval" / "r1" / "test_heldout-reason"
             else:
-                folder = out / "ablations" / f"{name}-seed{s}"
                 target = folder / "eval" / "test_heldout-reason"
-                ov = stage_overrides("grpo", out, data, s) + [f"run.output_dir={folder}"]
-                ov += [e.format(sft=out / "sft" / "model") for e in extra] + overrides
                 banner(f"GRPO {name}, seed {s}")
-                model_dir = run_stage_once("grpo", cfg_dir, ov)
+            model_dir = run_stage_once("grpo", cfg_dir, ov)
             r = evaluate_once(model_dir, data, target, eval_cfg, split="test_heldout", mode="reason", seed=s,
                               label=name, limit=limit)
             accs.append(r["scores"]["Avg"])

@@ -55,14 +55,16 @@ def pick_attention(name: str | None, device: torch.device, dtype: torch.dtype) -
     return "sdpa"
 
 
+def cpu_cores() -> int:
+    """The cores this process may run on (its affinity where the OS tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def set_threads(threads: int = 0) -> int:
     """Use all cores by default (intra-op); returns the number set."""
-    if threads:
-        n = threads
-    elif hasattr(os, "sched_getaffinity"):
-        n = len(os.sched_getaffinity(0))
-    else:
-        n = os.cpu_count() or 1
+    n = threads or cpu_cores()
     n = max(1, n // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
     torch.set_num_threads(n)
     return n
