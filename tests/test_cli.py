@@ -111,7 +111,7 @@ def test_foundation_flags_reach_the_recipe_config(monkeypatch, tmp_path, capsys)
           "--align-induction-fraction", "0.25",
           "--align-grounded-fraction", "0.6", "--align-choice-fraction", "0.4", "--align-reason-fraction", "0.3",
           "--align-question-fraction", "1", "--align-question-reason-fraction", "0.5", "--align-question-trace",
-          "--tokenizer-from", str(tokenizer), "--threads", "1", "--model", '{"group": 4}'])
+          "--tokenizer-from", str(tokenizer), "--eval-every", "400", "--threads", "1", "--model", '{"group": 4}'])
     cfg = seen["cfg"]
     assert seen["part"] == "align" and str(tmp_path) in capsys.readouterr().out
     assert (cfg.seed, cfg.items, cfg.align_steps, cfg.binding_formats, cfg.induction_fraction) == (
@@ -119,7 +119,7 @@ def test_foundation_flags_reach_the_recipe_config(monkeypatch, tmp_path, capsys)
     assert (cfg.align_grounded_fraction, cfg.align_choice_fraction, cfg.align_reason_fraction,
             cfg.align_question_fraction, cfg.align_question_reason_fraction) == (0.6, 0.4, 0.3, 1.0, 0.5)
     assert cfg.align_question_trace is True and cfg.tokenizer_from == str(tokenizer)
-    assert (cfg.threads, cfg.model_overrides, cfg.align_induction_fraction) == (1, {"group": 4}, 0.25)
+    assert (cfg.threads, cfg.model_overrides, cfg.align_induction_fraction, cfg.eval_every) == (1, {"group": 4}, 0.25, 400)
     main(["foundation", "--out", str(tmp_path)])
     assert seen["cfg"].align_question_trace is False and seen["part"] == "all"
 

@@ -107,7 +107,7 @@ def _cmd_foundation(a):
 FOUNDATION_FLAGS = ("seed", "items", "vision_steps", "language_steps", "align_steps", "binding_formats",
                     "induction_fraction", "language_init", "vision_init", "align_induction_fraction",
                     "align_grounded_fraction", "align_choice_fraction", "align_reason_fraction", "align_question_fraction",
-                    "align_question_reason_fraction", "align_question_trace", "tokenizer_from", "threads")
+                    "align_question_reason_fraction", "align_question_trace", "tokenizer_from", "eval_every", "threads")
 
 
 def _cmd_convert(a):
@@ -190,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tokenizer-from",
                    help="use an earlier build's tokenizer (its init/ or model/ folder) instead of training one, "
                         "so its weights can be continued after the generator's text changed")
+    s.add_argument("--eval-every", type=int, help="steps between the vision and align parts' held-out checks "
+                   "(they do not change the training; default 100)")
     s.add_argument("--threads", type=int, help="torch threads; 0 = all cores (default)")
     s.set_defaults(func=_cmd_foundation)
 

@@ -298,11 +298,11 @@ def test_foundation_trains_the_tower_and_the_llm_and_records_its_weights(toy_fou
     assert m["metrics"]["language"]["induction_acc"] is not None and m["metrics"]["align"]["induction_acc"] is None
     assert m["metrics"]["align"]["binding_acc"] is not None or m["metrics"]["align"]["enum_acc"] is not None
     assert m["metrics"]["align"]["settings"]["align_induction_fraction"] == 0.0
-    # every training setting is recorded by some part (save_every changes no number)
+    # every training setting is recorded by some part (save_every and eval_every change no weight)
     from dataclasses import fields
 
     from tinyvr.recipes.foundation import PART_SETTINGS
-    assert {f.name for f in fields(FoundationConfig)} - set().union(*PART_SETTINGS.values()) == {"save_every"}
+    assert {f.name for f in fields(FoundationConfig)} - set().union(*PART_SETTINGS.values()) == {"save_every", "eval_every"}
     # a finished build is not redone
     mtime = (toy_foundation / "model" / "model.safetensors").stat().st_mtime_ns
     build_foundation(toy_foundation, FoundationConfig(**TOY))
@@ -311,14 +311,15 @@ def test_foundation_trains_the_tower_and_the_llm_and_records_its_weights(toy_fou
 
 def test_foundation_parts_resume_from_their_checkpoints_exactly(toy_foundation, tmp_path):
     """Every part saved a checkpoint at step 2 of 4: dropping their results and running again
-    resumes there and ends with the same weights as the uninterrupted build."""
+    resumes there and ends with the same weights as the uninterrupted build, also with the held-out
+    checks at every step (eval_every 1) instead of only at the end: they change no weight."""
     out = tmp_path / "f"
     shutil.copytree(toy_foundation, out)
     for f in ("vision/tower.safetensors", "language/lm.safetensors", "model", "foundation.json"):
         p = out / f
         shutil.rmtree(p) if p.is_dir() else p.unlink()
     assert all((out / p / "checkpoint.pt").is_file() for p in ("vision", "language", "align"))
-    build_foundation(out, FoundationConfig(**TOY))
+    build_foundation(out, FoundationConfig(**TOY, eval_every=1))
     from safetensors.torch import load_file
 
     a = load_file(toy_foundation / "model" / "model.safetensors")
@@ -381,6 +382,8 @@ def test_foundation_rejects_bad_settings(tmp_path):
         build_foundation(tmp_path, FoundationConfig(align_question_reason_fraction=-0.1))
     with pytest.raises(ConfigError, match="align_induction_fraction"):
         build_foundation(tmp_path, FoundationConfig(align_induction_fraction=1.5))
+    with pytest.raises(ConfigError, match="eval_every must be positive, got 0"):
+        build_foundation(tmp_path, FoundationConfig(eval_every=0))
     with pytest.raises(ConfigError, match="tokenizer_from: no tokenizer.json"):
         build_foundation(tmp_path, FoundationConfig(tokenizer_from=str(tmp_path)))
     with pytest.raises(ConfigError, match="--part"):

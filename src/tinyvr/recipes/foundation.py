@@ -111,12 +111,13 @@ class FoundationConfig:
     # its weights can then be continued after the generator's text changed
     tokenizer_from: str = ""
     save_every: int = 500
+    eval_every: int = 100  # the vision and align parts' held-out checks (they do not change the training)
     threads: int = 0  # torch threads; 0 = all cores
 
     def check(self) -> None:
         for name in ("items", "vision_steps", "vision_batch", "language_steps", "language_batch", "align_steps",
-                     "align_batch", "save_every"):
-            if getattr(self, name) < 0 or (name.endswith("batch") and getattr(self, name) == 0):
+                     "align_batch", "save_every", "eval_every"):
+            if getattr(self, name) < 0 or (name.endswith(("batch", "eval_every")) and getattr(self, name) == 0):
                 raise ConfigError(f"foundation.{name} must be positive, got {getattr(self, name)}")
         bad = [f for f in self.binding_formats if f not in BINDING_FORMATS]
         if bad or not self.binding_formats:
@@ -288,7 +289,7 @@ def train_vision(model, processor, items, cfg: FoundationConfig, out: Path) -> d
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
-        if (step + 1) % 100 == 0 or step + 1 == cfg.vision_steps:
+        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.vision_steps:
             info(f"vision step {step + 1}/{cfg.vision_steps} loss {loss.item():.3f} held-out {evaluate()} "
                  f"{time.time() - t0:.0f}s")
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.vision_steps:
@@ -668,7 +669,7 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
         sliced_backward(model.language_model, text, hist)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
-        if (step + 1) % 100 == 0 or step + 1 == cfg.align_steps:
+        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.align_steps:
             acc = _recent_accuracy(hist, 800)
             info(f"align step {step + 1}/{cfg.align_steps} video loss {loss:.3f} held-out {evaluate()} "
                  f"language accuracy {acc} {time.time() - t0:.0f}s")
