@@ -73,7 +73,9 @@ def _side(children: list[tuple[int, int]], new_tokens: int) -> dict:
 
 
 def run(quick: bool = False) -> dict:
-    cores = int(os.environ.get("TINYVR_BENCH_THREADS") or 0) or (os.cpu_count() or 1)
+    import benchlib as B
+
+    cores = B.threads()  # --threads of run.py, else all cores
     steps = STEPS_QUICK if quick else STEPS
     new_tokens = NEW_TOKENS_QUICK if quick else NEW_TOKENS
     sides = {"sequential": [(cores, 2 * steps)], "parallel": [(max(1, cores // 2), steps)] * 2}

@@ -387,11 +387,10 @@ def _train_logged(cfg_dir: str, overrides: list[str], log: str) -> str:
 
 
 def _last_step(folder: Path) -> int:
-    try:
-        lines = (folder / "metrics.jsonl").read_text().splitlines()
-        return int(json.loads(lines[-1]).get("step", 0)) if lines else 0
-    except (OSError, ValueError, AttributeError):
-        return 0
+    from tinyvr.utils.logging import read_jsonl
+
+    rows = read_jsonl(folder / "metrics.jsonl")  # a line being written is skipped
+    return int(rows[-1].get("step", 0)) if rows else 0
 
 
 def train_in_parallel(cfg_dir: Path, runs: list[tuple[str, int, Path, list[str]]], jobs: int) -> None:
