@@ -107,7 +107,8 @@ def _cmd_foundation(a):
 FOUNDATION_FLAGS = ("seed", "items", "vision_steps", "language_steps", "align_steps", "binding_formats",
                     "induction_fraction", "language_init", "vision_init", "align_induction_fraction",
                     "align_grounded_fraction", "align_choice_fraction", "align_reason_fraction", "align_question_fraction",
-                    "align_question_reason_fraction", "align_question_trace", "tokenizer_from", "eval_every", "threads")
+                    "align_question_reason_fraction", "align_question_option_fraction",
+                    "align_question_trace", "tokenizer_from", "eval_every", "threads")
 
 
 def _cmd_convert(a):
@@ -184,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--align-question-reason-fraction", type=float,
                    help="share of those own questions asked as evaluation asks them in reason mode (the item's "
                         "options), answered with the stated answer, the option check and the letter (default 0)")
+    s.add_argument("--align-question-option-fraction", type=float,
+                   help="share of those own questions asked as evaluation asks them in option mode, answered "
+                        "with the letter alone (default 0; with the reason share at most 1)")
     s.add_argument("--align-question-trace", action="store_true", default=None,
                    help="answer those reason-form questions with the item's whole reasoning trace (what the "
                         "frames show first), as the cold start's samples do")

@@ -4,6 +4,7 @@ trains what it says and resumes exactly, and the demo starting from (and guardin
 import json
 import random
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -107,6 +108,46 @@ def test_own_question_in_reason_form_is_the_evaluation_prompt_answered_with_the_
         assert answer.split("</think>")[0].rstrip().endswith(f"{record['answer']}. {record['answer_text']}: yes")
         seen += 1
     assert seen >= 8
+
+
+def test_own_question_in_option_form_is_the_option_mode_prompt_answered_with_the_letter():
+    """align_question_option_fraction: the clip's own question is asked word for word as the synthetic
+    task's option-mode evaluation prompt and answered with the item's letter alone; with the reason
+    share beside it, the two forms split the clips by one draw (reason first), none left open."""
+    from tinyvr.data.synthetic.grounding import grounded_questions
+    from tinyvr.eval.tasks.synthetic import IMAGE_PREFIX, Synthetic
+    from tinyvr.eval.tasks.base import EvalItem
+    from tinyvr.recipes.foundation import align_conversation
+
+    forms = {"option": 0, "reason": 0}
+    for n, (record, cand) in enumerate(foundation_items(0, 16)):
+        grounded = grounded_questions(cand, 8)
+        if not grounded:
+            continue
+        problem = record["question"] + "\nOptions:\n" + "\n".join(
+            f"{'ABCDE'[k]}. {o}" for k, o in enumerate(record["options"]))
+        item = EvalItem(id="x", task="synthetic", video=Path("v.mp4"), video_kind="video", question=problem,
+                        options=tuple(record["options"]), letters=tuple("ABCDE"[:len(record["options"])]),
+                        answer=record["answer"])
+        option_prompt = Synthetic.prompt(None, item, "option").removeprefix(IMAGE_PREFIX)
+        only = FoundationConfig(align_grounded_fraction=1.0, align_question_fraction=1.0,
+                                align_question_option_fraction=1.0)
+        conv = align_conversation(random.Random(n), record, grounded, only)
+        asks = [k for k in range(0, len(conv), 2) if conv[k]["value"].removeprefix("<image>\n") == option_prompt]
+        assert len(asks) == 1 and conv[asks[0] + 1]["value"] == record["answer"]
+        both = FoundationConfig(align_grounded_fraction=1.0, align_question_fraction=1.0,
+                                align_question_reason_fraction=0.5, align_question_option_fraction=0.5)
+        for m in range(6):
+            answers = [t["value"] for t in align_conversation(random.Random(100 * n + m), record, grounded, both)]
+            if record["answer"] in answers:
+                forms["option"] += 1
+            elif any(record["answer_text"] in a and "<think>" in a for a in answers):
+                forms["reason"] += 1
+            else:
+                raise AssertionError(f"own question left open or missing: {answers}")
+    assert forms["option"] > 10 and forms["reason"] > 10
+    with pytest.raises(ConfigError, match="at most 1"):
+        FoundationConfig(align_question_reason_fraction=0.6, align_question_option_fraction=0.5).check()
 
 
 def test_binding_example_targets_the_letter_of_the_stated_option():
@@ -553,8 +594,8 @@ def test_own_question_with_the_trace_states_what_the_frames_show_before_the_answ
 
     seen = 0
     for n, (record, cand) in enumerate(foundation_items(0, 16)):
-        short = own_question(record, reason=True)[2]
-        long = own_question(record, reason=True, trace=True)[2]
+        short = own_question(record, "reason")[2]
+        long = own_question(record, "reason", trace=True)[2]
         think = long.split("<think>")[1].split("</think>")[0]
         assert think == record["reasoning"] and len(long) > len(short)
         # the trace's tail is the short answer's whole thinking: the same check, the same letter

@@ -67,7 +67,8 @@ PART_SETTINGS = {  # the FoundationConfig fields each part trains with (recorded
     "align": _COMMON + _LANGUAGE_MIX + ("align_steps", "align_lr", "align_batch", "align_induction_fraction",
                                         "align_grounded_fraction",
                                         "align_choice_fraction", "align_reason_fraction", "align_question_fraction",
-                                        "align_question_reason_fraction", "align_question_trace"),
+                                        "align_question_reason_fraction", "align_question_option_fraction",
+                                        "align_question_trace"),
 }
 
 
@@ -104,6 +105,10 @@ class FoundationConfig:
     # of those own questions, the share asked as the evaluation asks it in reason mode (the item's options
     # and the reasoning instruction), answered with the stated answer, the option check and the letter
     align_question_reason_fraction: float = 0.0
+    # and the share asked as the evaluation asks it in option mode (the item's options and the option
+    # instruction), answered with the letter alone: the one-step look-up after an answer read from the
+    # video, on the dataset's own questions (the two shares together at most 1; the rest open)
+    align_question_option_fraction: float = 0.0
     # those reason-form answers think with the item's whole trace (what the frames show, then the
     # stated answer and the check) instead of the stated answer alone: the cold start's format
     align_question_trace: bool = False
@@ -127,9 +132,14 @@ class FoundationConfig:
             raise ConfigError(f"foundation.align_induction_fraction must be in [0, 1], "
                               f"got {self.align_induction_fraction}")
         for name in ("induction_fraction", "align_grounded_fraction", "align_choice_fraction",
-                     "align_reason_fraction", "align_question_fraction", "align_question_reason_fraction"):
+                     "align_reason_fraction", "align_question_fraction", "align_question_reason_fraction",
+                     "align_question_option_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"foundation.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.align_question_reason_fraction + self.align_question_option_fraction > 1.0:
+            raise ConfigError("foundation.align_question_reason_fraction + align_question_option_fraction must be "
+                              f"at most 1, got {self.align_question_reason_fraction} + "
+                              f"{self.align_question_option_fraction}")
         if not isinstance(self.model_overrides, dict):
             raise ConfigError(f"foundation.model_overrides must be a dict, got {type(self.model_overrides).__name__}")
         for name in ("language_init", "vision_init"):
@@ -513,18 +523,24 @@ def caption_cut(rng: random.Random, caption: str) -> str:
 GROUNDED_TURNS = 6  # grounded questions per training clip
 
 
-def own_question(record: dict, reason: bool = False, trace: bool = False) -> tuple[str, str, str]:
-    """The clip's own dataset question (direction, order, count, ...) answered openly: the text the
-    cold start's thinking states before its option check. `reason`: with the item's options and the
-    reasoning instruction, joined as GRPO and the synthetic task's evaluation join them; answered
-    with that text stated, the option check and the letter. `trace`: the thinking is the item's
-    whole reasoning trace, which states what the frames show before the answer."""
-    if not reason:
+def own_question(record: dict, mode: str = "open", trace: bool = False) -> tuple[str, str, str]:
+    """The clip's own dataset question (direction, order, count, ...). `mode` "open": answered with
+    the answer's text, what the cold start's thinking states before its option check. "reason": with
+    the item's options and the reasoning instruction, joined as GRPO and the synthetic task's
+    evaluation join them, answered with that text stated, the option check and the letter; `trace`:
+    the thinking is the item's whole reasoning trace, which states what the frames show first.
+    "option": with the options and the option instruction, as option mode asks it, answered with
+    the letter alone."""
+    if mode == "open":
         return "question", record["question"], record["answer_text"]
+    problem = format_problem(record["question"], record["options"])
+    if mode == "option":
+        return "question", f"{problem}\n{OPTION_SUFFIX}", record["answer"]
+    if mode != "reason":
+        raise ValueError(f"own_question mode must be open, reason or option, got {mode!r}")
     k = LETTERS.index(record["answer"])
     think = record["reasoning"] if trace else checked_thinking(record["options"], k)
-    return ("question", grpo_question(format_problem(record["question"], record["options"])),
-            reasoned_answer(think, record["answer"]))
+    return "question", grpo_question(problem), reasoned_answer(think, record["answer"])
 
 
 def caption_conversation(record: dict, text: str) -> list[dict]:
@@ -546,8 +562,10 @@ def align_conversation(rng: random.Random, record: dict, grounded: list, cfg: "F
                 turns.append(rs[j] if rs and rng.random() < cfg.align_reason_fraction else mc[j])
         # drawn only when asked for, so builds without it keep their draws
         if cfg.align_question_fraction and rng.random() < cfg.align_question_fraction:
-            reason = bool(cfg.align_question_reason_fraction) and rng.random() < cfg.align_question_reason_fraction
-            turns.insert(rng.randrange(len(turns) + 1), own_question(record, reason, cfg.align_question_trace))
+            rf, of = cfg.align_question_reason_fraction, cfg.align_question_option_fraction
+            u = rng.random() if rf or of else 1.0  # one draw picks the form; none when every one is open
+            mode = "reason" if u < rf else "option" if u < rf + of else "open"
+            turns.insert(rng.randrange(len(turns) + 1), own_question(record, mode, cfg.align_question_trace))
         return grounded_conversation(turns)
     return caption_conversation(record, caption_cut(rng, record["caption"]))
 
@@ -616,8 +634,10 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
     if cfg.align_question_fraction:
         held_out["question_"] = [[own_question(records[j])] for j in range(n_va)]
     if cfg.align_question_reason_fraction:
-        held_out["question_reason_"] = [[own_question(records[j], reason=True, trace=cfg.align_question_trace)]
+        held_out["question_reason_"] = [[own_question(records[j], "reason", cfg.align_question_trace)]
                                         for j in range(n_va)]
+    if cfg.align_question_option_fraction:
+        held_out["question_option_"] = [[own_question(records[j], "option")] for j in range(n_va)]
 
     def first_sentence(i: int) -> list[dict]:
         return caption_conversation(records[i], records[i]["caption"].split(". ")[0].rstrip(".") + ".")
