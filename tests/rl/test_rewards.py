@@ -179,6 +179,28 @@ def test_copying_the_problem_does_not_count():
     assert format_reward([c], compat="reference", problem=[problem]) == [pytest.approx(0.5 + 0.5 * len(problem) / 1200)]
 
 
+def test_option_check_lines_do_not_count_so_the_length_does_not_depend_on_the_letter():
+    """The option check ("A. red: no" ... up to the picked letter's "yes") copies the problem's
+    option lines: it counts nothing, so completions that state answers of the same length and check
+    up to different letters earn the same length term; a line naming no option of the problem, or
+    one with changed text, still counts."""
+    from tinyvr.data.template import checked_thinking
+
+    options = ["navy", "blue", "pink", "gray", "teal"]  # texts of one length: one stated length
+    problem = "Which colour was the ball at the start?\nOptions:\n" + "\n".join(
+        f"{'ABCDE'[k]}. {o}" for k, o in enumerate(options))
+    thinks = [checked_thinking(options, k) for k in range(5)]
+    assert len(thinks[4]) > len(thinks[0]) + 30  # the raw lengths differ by the check's lines
+    lengths = {informative_length(t, problem) for t in thinks}
+    assert lengths == {len("The answer is navy.")}
+    assert informative_length(thinks[4]) > informative_length(thinks[0])  # without the problem: counted
+    fake = thinks[0] + "\nF. purple: no\nB. blue green: yes"
+    assert informative_length(fake, problem) == len("The answer is navy. F. purple: no B. blue green: yes")
+    rewards = format_reward([f"<think>{t}</think> <answer>{'ABCDE'[k]}</answer>" for k, t in enumerate(thinks)],
+                            problem=[problem] * 5)
+    assert len(set(rewards)) == 1 and rewards[0] > 0.5
+
+
 def test_format_params():
     c = "<think>" + unique_text(300) + "</think><answer>C</answer>"
     assert fmt(c, length_scale=600) == pytest.approx(0.75)

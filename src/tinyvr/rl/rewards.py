@@ -31,6 +31,10 @@ _FORMAT = re.compile(r"<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL)
 _FORMAT_TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 # Option lines of a problem text ("A. owl.", "(B) dog"), used when options come as one string.
 _OPTION_LINE = re.compile(r"(?m)^\s*\(?([A-Z])[.):]\s")
+# An option line of the problem ("C. green") and a line of the option check that copies one with its
+# verdict ("C. green: yes"; src/tinyvr/data/template.py:option_check)
+_PROBLEM_OPTION = re.compile(r"^\s*([A-Z])\.\s?(.+?)\s*$")
+_CHECK_LINE = re.compile(r"^\s*([A-Z])\.\s?(.+?)\s*:\s*(?:yes|no)\s*$", re.IGNORECASE)
 # A word for the anti-farming length: surrounding punctuation is not part of its identity.
 _PUNCT = ".,;:!?\"'()[]{}<>`*-_"
 
@@ -160,10 +164,17 @@ def informative_length(think: str, problem: str | None = None) -> int:
     think block nor anywhere in ``problem``. Counted words contribute their characters plus one
     separating space. For text with no repeated 3-gram this equals the whitespace-collapsed
     length; a sentence repeated 50 times counts about once; padding whitespace counts nothing;
-    question text copied verbatim counts (almost) nothing.
+    question text copied verbatim counts (almost) nothing, and neither does a line of the option
+    check, a line of the problem's options copied with a yes/no verdict: the check runs up to the
+    picked letter, so counting it would make a completion's length depend on its letter, and in a
+    group whose answers are all wrong the length term, normalised, would then reward the first
+    letters alone (docs/tiny-study.md, item 30).
     """
     seen: set[tuple[str, str, str]] = set()
     if problem:
+        options = {(m[1], m[2]) for m in map(_PROBLEM_OPTION.match, problem.splitlines()) if m}
+        think = "\n".join(line for line in think.splitlines()
+                          if not ((m := _CHECK_LINE.match(line)) and (m[1], m[2]) in options))
         pk = [_key(w) for w in _words(problem)]
         seen.update(zip(pk, pk[1:], pk[2:]))
     words = _words(think)
