@@ -368,6 +368,30 @@ def test_foundation_parts_resume_from_their_checkpoints_exactly(toy_foundation, 
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_align_prints_its_progress_between_held_out_checks(toy_foundation, tmp_path, capsys, monkeypatch):
+    """Between the held-out checks the align part prints a progress line (step, loss, pace, time
+    left) every PROGRESS_EVERY steps; a rerun of the part from its first step ends with the same
+    weights."""
+    import tinyvr.recipes.foundation as foundation
+
+    out = tmp_path / "f"
+    shutil.copytree(toy_foundation, out)
+    for f in ("align", "model", "foundation.json"):
+        p = out / f
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    monkeypatch.setattr(foundation, "PROGRESS_EVERY", 1)
+    capsys.readouterr()
+    build_foundation(out, FoundationConfig(**TOY, eval_every=4), part="align")
+    lines = [x for x in capsys.readouterr().out.splitlines() if "align step" in x]
+    assert [x.split("align step ")[1].split()[0] for x in lines] == ["1/4", "2/4", "3/4", "4/4"]
+    assert all("s/step" in x and "min left" in x for x in lines[:3]) and "held-out" in lines[3]
+    from safetensors.torch import load_file
+
+    a = load_file(toy_foundation / "model" / "model.safetensors")
+    b = load_file(out / "model" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_parts_can_continue_from_an_earlier_build(toy_foundation, tmp_path):
     from safetensors.torch import load_file
 

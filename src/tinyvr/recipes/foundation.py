@@ -302,6 +302,8 @@ def train_vision(model, processor, items, cfg: FoundationConfig, out: Path) -> d
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.vision_steps:
             info(f"vision step {step + 1}/{cfg.vision_steps} loss {loss.item():.3f} held-out {evaluate()} "
                  f"{time.time() - t0:.0f}s")
+        elif (step + 1) % PROGRESS_EVERY == 0:
+            _progress("vision", step + 1 - start, step + 1, cfg.vision_steps, loss, t0)
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.vision_steps:
             _save_checkpoint(ckpt, {"tower": tower.state_dict(), "heads": heads.state_dict(), "opt": opt.state_dict(),
                                     "sched": sched.state_dict(), "gen": g.get_state(), "step": step + 1})
@@ -450,6 +452,16 @@ def _record_accuracy(hist: dict, logits: torch.Tensor, batch: dict) -> None:
 def _recent_accuracy(hist: dict, n: int, digits: int = 3) -> dict:
     """Mean of the last `n` per-example accuracies of each kind."""
     return {k: round(float(np.mean(v[-n:])), digits) if v else None for k, v in hist.items()}
+
+
+PROGRESS_EVERY = 50  # steps between the vision and align parts' progress lines (between held-out checks)
+
+
+def _progress(part: str, done: int, step: int, total: int, loss, t0: float) -> None:
+    """A progress line: the step, its loss, the pace of this run and the time left at that pace."""
+    per = (time.time() - t0) / max(1, done)
+    info(f"{part} step {step}/{total} loss {float(loss):.3f} {per:.2f} s/step, "
+         f"about {per * (total - step) / 60:.0f} min left")
 
 
 def _last(loss: torch.Tensor | float) -> float | None:
@@ -693,6 +705,8 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
             acc = _recent_accuracy(hist, 800)
             info(f"align step {step + 1}/{cfg.align_steps} video loss {loss:.3f} held-out {evaluate()} "
                  f"language accuracy {acc} {time.time() - t0:.0f}s")
+        elif (step + 1) % PROGRESS_EVERY == 0:
+            _progress("align", step + 1 - start, step + 1, cfg.align_steps, loss, t0)
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.align_steps:
             _save_checkpoint(ckpt, {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                                     "rng": rng.getstate(), "step": step + 1})
