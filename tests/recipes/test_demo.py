@@ -63,7 +63,11 @@ def test_demo_runs_every_stage_writes_results_and_report_reuses_them_and_adds_ab
     seed1 = json.loads((out / "ablations" / "full-seed1" / "eval" / "test_heldout-reason" / "results.json").read_text())
     assert gain["r1_seed_accs"] == [results["r1"]["test_heldout"]["reason"], seed1["scores"]["Avg"]]
     assert gain["beats_spread"] == (gain["gain"] > gain["r1_std"])
+    # and item by item, each seed's R1 against the cold start on the same 3 held-out items
+    assert [(c["seed"], c["items"]) for c in gain["items"]] == [(0, 3), (1, 3)]
+    assert all(c["gained"] + c["lost"] <= 3 for c in gain["items"])
     md = (out / "report.md").read_text()
+    assert "Item by item against the cold start (3 items): seed 0: " in md and "; seed 1: " in md
     assert "(2 seeds)" in md and "## Ablations" not in md and "`tinyvr demo --seeds 3`" not in md
 
     # --jobs 2: the same two GRPO runs side by side in worker processes, one thread each on this
@@ -150,6 +154,36 @@ def test_grpo_verdict_splits_accuracy_into_format_answers_and_letter_prior_and_c
     # nothing parsed (or results from before answers were counted): zero rates and no letter, not an error
     none = grpo_verdict({"acc": 0.0, "counts": {"total": 5, "correct": 0, "unparseable": 5}}, r1, [0.1])["coldstart"]
     assert none["acc_parsed"] == 0.0 and none["top_answer"] is None
+
+
+def test_item_changes_count_the_items_grpo_gained_and_lost_with_a_sign_test(tmp_path):
+    import json
+
+    import pytest
+
+    from tinyvr.errors import TinyVRError
+    from tinyvr.recipes.demo import _verdict_section, grpo_verdict, item_changes
+
+    def write(folder, correct):
+        folder.mkdir(parents=True)
+        (folder / "predictions.jsonl").write_text(
+            "".join(json.dumps({"id": f"q{i}", "correct": c}) + "\n" for i, c in enumerate(correct)))
+
+    # 10 items: right before and after 2, gained 6 (items 2-7), lost 1 (item 8), wrong both times 1
+    write(tmp_path / "cold", [1, 1, 0, 0, 0, 0, 0, 0, 1, 0])
+    write(tmp_path / "r1", [1, 1, 1, 1, 1, 1, 1, 1, 0, 0])
+    c = item_changes(tmp_path / "cold", tmp_path / "r1", seed=3)
+    assert (c["seed"], c["gained"], c["lost"], c["items"]) == (3, 6, 1, 10)
+    assert c["p"] == pytest.approx(8 / 128)  # P(at least 6 of 7 fair coin flips)
+    back = item_changes(tmp_path / "r1", tmp_path / "cold", seed=3)
+    assert (back["gained"], back["lost"]) == (1, 6) and back["p"] > 0.9
+    cold = {"acc": 0.3, "counts": {"total": 10, "correct": 3, "unparseable": 0}, "answers": {"A": 10}}
+    v = grpo_verdict(cold, cold, [0.8])
+    v["items"] = [c]
+    assert "seed 3: 6 gained, 1 lost (sign test p 0.06)" in _verdict_section(v)
+    write(tmp_path / "other", [1, 0, 1])
+    with pytest.raises(TinyVRError, match="not those of"):
+        item_changes(tmp_path / "cold", tmp_path / "other", seed=0)
 
 
 def test_demo_refuses_fewer_than_one_job_before_building_anything(tmp_path):

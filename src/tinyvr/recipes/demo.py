@@ -166,6 +166,25 @@ def grpo_verdict(coldstart: dict, r1: dict, r1_seed_accs: list[float]) -> dict:
             "beats_spread": None if std is None else (mean - start) > std}
 
 
+def item_changes(before: Path, after: Path, seed: int) -> dict:
+    """Item by item, what GRPO changed against its cold start (two evaluations' predictions.jsonl of
+    the same items): items it got right that the cold start got wrong, items it lost, and the
+    one-sided sign-test p of "gained no more often than lost". An accuracy gain of a few points can
+    be a few items, within what a resample of the test items moves."""
+    from tinyvr.errors import TinyVRError
+    from tinyvr.rl.family_probe import binomial_tail
+    from tinyvr.utils.logging import read_jsonl
+
+    was = {r["id"]: r["correct"] for r in read_jsonl(before / "predictions.jsonl")}
+    now = {r["id"]: r["correct"] for r in read_jsonl(after / "predictions.jsonl")}
+    if was.keys() != now.keys():
+        raise TinyVRError(f"{after}: its items are not those of {before}; evaluate both on the same split")
+    gained = sum(1 for k in was if now[k] and not was[k])
+    lost = sum(1 for k in was if was[k] and not now[k])
+    return {"seed": seed, "gained": gained, "lost": lost, "items": len(was),
+            "p": binomial_tail(gained, gained + lost, 0.5) if gained + lost else 1.0}
+
+
 HEADROOM_SAMPLES = 8
 
 
@@ -316,6 +335,10 @@ def run_demo(out: str = "runs/demo", *, ablations: bool = False, seeds: int = 1,
     held = {row: outcomes[row]["test_heldout"]["reason"] for row in ("coldstart", "r1")}
     verdict = grpo_verdict(held["coldstart"], held["r1"], seed_runs["full"]["acc"] if seed_runs
                            else [results["r1"]["test_heldout"]["reason"]])
+    r1_evals = [(seed, out / "eval" / "r1")] + [(s, out / "ablations" / f"full-seed{s}" / "eval")
+                                                  for s in range(seed + 1, seed + (seeds if seed_runs else 1))]
+    verdict["items"] = [item_changes(out / "eval" / "coldstart" / "test_heldout-reason", d / "test_heldout-reason", s)
+                        for s, d in r1_evals]
 
     banner("6/6 report")
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -492,6 +515,11 @@ def _verdict_section(v: dict) -> str:
         lines.append(f"GRPO changes held-out reason accuracy by {100 * v['gain']:+.1f} points (mean of {n} seeds); "
                      f"the seed-to-seed spread (std) is {100 * v['r1_std']:.1f}: the gain is "
                      f"{'above' if v['beats_spread'] else 'not above'} the spread.")
+    if v.get("items"):
+        each = "; ".join(f"seed {c['seed']}: {c['gained']} gained, {c['lost']} lost (sign test p {c['p']:.2f})"
+                         for c in v["items"])
+        lines.append(f"Item by item against the cold start ({v['items'][0]['items']} items): {each}. A seed's change "
+                     "is clear of chance only when p is small; the spread across seeds does not show that.")
     lines.append("The lower rows (seed of the main run) say where a change comes from: the answer format (answers "
                  "that parse), the answers themselves (accuracy of the parsed ones), or one letter given to most "
                  "items (a prior, not the video; chance is about one in the number of options).")
