@@ -335,10 +335,9 @@ def run_demo(out: str = "runs/demo", *, ablations: bool = False, seeds: int = 1,
     held = {row: outcomes[row]["test_heldout"]["reason"] for row in ("coldstart", "r1")}
     verdict = grpo_verdict(held["coldstart"], held["r1"], seed_runs["full"]["acc"] if seed_runs
                            else [results["r1"]["test_heldout"]["reason"]])
-    r1_evals = [(seed, out / "eval" / "r1")] + [(s, out / "ablations" / f"full-seed{s}" / "eval")
-                                                  for s in range(seed + 1, seed + (seeds if seed_runs else 1))]
-    verdict["items"] = [item_changes(out / "eval" / "coldstart" / "test_heldout-reason", d / "test_heldout-reason", s)
-                        for s, d in r1_evals]
+    r1_evals = [Path(e) for e in seed_runs["full"]["evals"]] if seed_runs else [heldout_reason_eval(out, out / "grpo")]
+    verdict["items"] = [item_changes(out / "eval" / "coldstart" / "test_heldout-reason", e, seed + k)
+                        for k, e in enumerate(r1_evals)]
 
     banner("6/6 report")
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -458,6 +457,12 @@ def train_in_parallel(cfg_dir: Path, runs: list[tuple[str, int, Path, list[str]]
         raise TinyVRError("GRPO runs failed (rerun the same command to resume them):\n  " + "\n  ".join(failed))
 
 
+def heldout_reason_eval(out: Path, folder: Path) -> Path:
+    """The held-out reason-mode evaluation of a GRPO run: the R1 stage's (`out/grpo`) is the demo's
+    R1 row, every other run's is in its own folder."""
+    return (out / "eval" / "r1" if folder == out / "grpo" else folder / "eval") / "test_heldout-reason"
+
+
 def run_ablations(out: Path, data: Path, cfg_dir: Path, overrides, *, seeds: int, seed: int, eval_cfg,
                   limit: int = 0, variants: dict[str, list[str]] | None = None) -> dict:
     """GRPO variants (default: all of ABLATIONS) from the same cold start (or SFT), several seeds;
@@ -469,21 +474,20 @@ def run_ablations(out: Path, data: Path, cfg_dir: Path, overrides, *, seeds: int
     runs = grpo_runs(out, data, overrides, seeds=seeds, seed=seed,
                      variants=ABLATIONS if variants is None else variants)
     for name in dict.fromkeys(r[0] for r in runs):
-        accs, zero_std, lazy = [], [], []
+        accs, evals, zero_std, lazy = [], [], [], []
         for _, s, folder, ov in (r for r in runs if r[0] == name):
-            if folder == out / "grpo":
-                target = out / "eval" / "r1" / "test_heldout-reason"
-            else:
-                target = folder / "eval" / "test_heldout-reason"
+            target = heldout_reason_eval(out, folder)
+            if folder != out / "grpo":
                 banner(f"GRPO {name}, seed {s}")
             model_dir = run_stage_once("grpo", cfg_dir, ov)
             r = evaluate_once(model_dir, data, target, eval_cfg, split="test_heldout", mode="reason", seed=s,
                               label=name, limit=limit)
             accs.append(r["scores"]["Avg"])
+            evals.append(str(target))
             lazy.append((r.get("reasoning") or {}).get("lazy_rate", float("nan")))
             rows = read_jsonl(folder / "metrics.jsonl")
             zero_std.append(statistics.mean(x.get("zero_std_frac", 0.0) for x in rows) if rows else float("nan"))
-        summary[name] = {"acc": accs, "acc_mean": statistics.mean(accs),
+        summary[name] = {"acc": accs, "evals": evals, "acc_mean": statistics.mean(accs),
                          "acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
                          "zero_std_frac_mean": statistics.mean(zero_std), "lazy_rate_mean": statistics.mean(lazy)}
     return summary
