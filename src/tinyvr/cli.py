@@ -104,8 +104,8 @@ def _cmd_foundation(a):
 
 
 # `tinyvr foundation` flags that set a FoundationConfig field of the same name (default None: not given)
-FOUNDATION_FLAGS = ("seed", "items", "vision_steps", "language_steps", "align_steps", "binding_formats",
-                    "induction_fraction", "language_init", "vision_init", "align_induction_fraction",
+FOUNDATION_FLAGS = ("seed", "items", "vision_steps", "vision_position_weight", "language_steps", "align_steps",
+                    "binding_formats", "induction_fraction", "language_init", "vision_init", "align_induction_fraction",
                     "align_grounded_fraction", "align_choice_fraction", "align_reason_fraction", "align_question_fraction",
                     "align_question_reason_fraction", "align_question_option_fraction",
                     "align_question_trace", "tokenizer_from", "eval_every", "threads")
@@ -160,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, help="default 0")
     s.add_argument("--items", type=int, help="generated foundation items (default 2000)")
     s.add_argument("--vision-steps", type=int, help="default 1200")
+    s.add_argument("--vision-position-weight", type=float,
+                   help="weight of the per-patch row/column objective that keeps place in the tower's features "
+                        "(default 1; 0: colour and shape only, as builds before item 35)")
     s.add_argument("--language-steps", type=int, help="default 6000")
     s.add_argument("--align-steps", type=int, help="default 600")
     s.add_argument("--binding-formats", help="comma list of which, hint, tail, pool, enum (see binding_example); "

@@ -13,7 +13,7 @@ import yaml
 
 from tinyvr.errors import ConfigError
 from tinyvr.recipes.foundation import (FoundationConfig, binding_example, build_foundation, foundation_items,
-                                       induction_example, patch_labels)
+                                       induction_example, patch_grid, patch_labels)
 
 TOY = dict(items=16, vision_steps=4, vision_batch=2, language_steps=4, language_batch=4, align_steps=4, align_batch=2,
            save_every=2, threads=1, binding_formats=("which", "enum"), align_reason_fraction=0.5,
@@ -392,6 +392,31 @@ def test_align_prints_its_progress_between_held_out_checks(toy_foundation, tmp_p
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_patch_grid_gives_each_kept_patch_its_row_and_column():
+    rows, cols = patch_grid(8, 2, drop_first=True)  # 63 kept patches per frame, two frames
+    assert len(rows) == len(cols) == 126
+    assert (rows[0].item(), cols[0].item()) == (0, 1)  # patch 0 is dropped
+    assert (rows[62].item(), cols[62].item()) == (7, 7) and (rows[63].item(), cols[63].item()) == (0, 1)
+    assert torch.equal(rows[8 - 1 + 8 * 2 - 1: 8 - 1 + 8 * 2 + 1], torch.tensor([2, 3]))  # row 2 ends, row 3 begins
+    rows, cols = patch_grid(4, 1, drop_first=False)
+    assert rows.tolist() == [0] * 4 + [1] * 4 + [2] * 4 + [3] * 4 and cols.tolist() == [0, 1, 2, 3] * 4
+
+
+def test_the_vision_part_keeps_each_patchs_place_in_the_towers_features(tmp_path):
+    """With the position objective the held-out row-and-column readout of the tower's features
+    rises far above chance (1/64; 27% after these 40 steps, >99% in a real build); colour and shape
+    alone leave the position heads untrained."""
+    kw = dict(TOY, items=24, vision_steps=40, vision_batch=4, save_every=0)
+    build_foundation(tmp_path / "with", FoundationConfig(**kw), part="vision")
+    build_foundation(tmp_path / "without", FoundationConfig(**kw, vision_position_weight=0.0), part="vision")
+    m_with = json.loads((tmp_path / "with" / "metrics.json").read_text())["vision"]
+    m_without = json.loads((tmp_path / "without" / "metrics.json").read_text())["vision"]
+    assert m_with["position_acc"] > 10 / 64
+    assert m_without["position_acc"] < 3 / 64
+    assert m_with["settings"]["vision_position_weight"] == 1.0
+    assert m_without["settings"]["vision_position_weight"] == 0.0
+
+
 def test_parts_can_continue_from_an_earlier_build(toy_foundation, tmp_path):
     from safetensors.torch import load_file
 
@@ -447,6 +472,8 @@ def test_foundation_rejects_bad_settings(tmp_path):
         build_foundation(tmp_path, FoundationConfig(align_question_reason_fraction=-0.1))
     with pytest.raises(ConfigError, match="align_induction_fraction"):
         build_foundation(tmp_path, FoundationConfig(align_induction_fraction=1.5))
+    with pytest.raises(ConfigError, match="vision_position_weight must be >= 0"):
+        build_foundation(tmp_path, FoundationConfig(vision_position_weight=-1.0))
     with pytest.raises(ConfigError, match="eval_every must be positive, got 0"):
         build_foundation(tmp_path, FoundationConfig(eval_every=0))
     with pytest.raises(ConfigError, match="tokenizer_from: no tokenizer.json"):

@@ -62,7 +62,7 @@ PARTS = ("all", "vision", "language", "align")
 _COMMON = ("seed", "items", "model_overrides", "threads", "tokenizer_from")
 _LANGUAGE_MIX = ("induction_fraction", "binding_formats")  # the language part's, replayed during align
 PART_SETTINGS = {  # the FoundationConfig fields each part trains with (recorded next to its metrics)
-    "vision": _COMMON + ("vision_steps", "vision_lr", "vision_batch", "vision_init"),
+    "vision": _COMMON + ("vision_steps", "vision_lr", "vision_batch", "vision_init", "vision_position_weight"),
     "language": _COMMON + _LANGUAGE_MIX + ("language_steps", "language_lr", "language_batch", "language_init"),
     "align": _COMMON + _LANGUAGE_MIX + ("align_steps", "align_lr", "align_batch", "align_induction_fraction",
                                         "align_grounded_fraction",
@@ -81,6 +81,10 @@ class FoundationConfig:
     vision_steps: int = 1200
     vision_lr: float = 2e-3
     vision_batch: int = 16
+    # weight of a third per-patch objective: the patch's row and column in the frame. Colour and shape
+    # need no position, so without it the tower's features lose where a patch is, and no question about
+    # place or motion can be answered from them (docs/tiny-study.md, item 35)
+    vision_position_weight: float = 1.0
     language_steps: int = 6000
     language_lr: float = 1e-3
     language_batch: int = 32
@@ -136,6 +140,8 @@ class FoundationConfig:
                      "align_question_option_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"foundation.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.vision_position_weight < 0:
+            raise ConfigError(f"foundation.vision_position_weight must be >= 0, got {self.vision_position_weight}")
         if self.align_question_reason_fraction + self.align_question_option_fraction > 1.0:
             raise ConfigError("foundation.align_question_reason_fraction + align_question_option_fraction must be "
                               f"at most 1, got {self.align_question_reason_fraction} + "
@@ -235,6 +241,13 @@ def clip_pixels(cand, processor) -> tuple[torch.Tensor, np.ndarray]:
     return processor.frames_to_pixel_values(frames), ids
 
 
+def patch_grid(side: int, num_frames: int, drop_first: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column of every kept patch in its frame, frames one after another (the order of
+    `vision_features`): two int64 [num_frames * P'] tensors, the same for every clip."""
+    grid = torch.arange(side * side)[1 if drop_first else 0:]
+    return (grid // side).repeat(num_frames), (grid % side).repeat(num_frames)
+
+
 def vision_data(items, processor, patch: int, drop_first: bool):
     """uint8 frames [N, T, S, S, 3] (a quarter of the pixel values' memory; converted per batch by
     `processor.frames_to_pixel_values`) and per-kept-patch labels [N, T*P'] of the items' scenes."""
@@ -263,8 +276,12 @@ def train_vision(model, processor, items, cfg: FoundationConfig, out: Path) -> d
     tower = model.vision_tower.train()
     tower.requires_grad_(True)
     g = torch.Generator().manual_seed(cfg.seed)
+    side = vc.image_size // vc.patch_size
     heads = torch.nn.ModuleDict({"colour": torch.nn.Linear(vc.hidden_size, 1 + len(COLOURS)),
-                                 "shape": torch.nn.Linear(vc.hidden_size, 1 + len(SHAPES))})
+                                 "shape": torch.nn.Linear(vc.hidden_size, 1 + len(SHAPES)),
+                                 "row": torch.nn.Linear(vc.hidden_size, side),
+                                 "col": torch.nn.Linear(vc.hidden_size, side)})
+    rows, cols = patch_grid(side, processor.num_frames, model.config.vision_feature_select_strategy == "patch")
     params = list(tower.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.vision_lr, weight_decay=0.01)
     warm = max(1, cfg.vision_steps // 20)  # 5% warm-up, then cosine to 0
@@ -285,10 +302,12 @@ def train_vision(model, processor, items, cfg: FoundationConfig, out: Path) -> d
         with torch.no_grad():
             f = torch.cat([model.vision_features(pixels(range(i, min(i + 32, n_va)))) for i in range(0, n_va, 32)])
             pc, ps = heads["colour"](f).argmax(-1), heads["shape"](f).argmax(-1)
+            where = (heads["row"](f).argmax(-1) == rows) & (heads["col"](f).argmax(-1) == cols)
         obj = C[:n_va] > 0
         return {"colour_acc": round((pc[obj] == C[:n_va][obj]).float().mean().item(), 4),
                 "shape_acc": round((ps[obj] == S[:n_va][obj]).float().mean().item(), 4),
-                "background_acc": round((pc[~obj] == 0).float().mean().item(), 4)}
+                "background_acc": round((pc[~obj] == 0).float().mean().item(), 4),
+                "position_acc": round(where.float().mean().item(), 4)}
 
     t0, loss = time.time(), float("nan")
     for step in range(start, cfg.vision_steps):
@@ -296,6 +315,11 @@ def train_vision(model, processor, items, cfg: FoundationConfig, out: Path) -> d
         f = model.vision_features(pixels(idx.tolist()))
         loss = (F.cross_entropy(heads["colour"](f).flatten(0, 1), C[idx].flatten(), weight=w_col)
                 + F.cross_entropy(heads["shape"](f).flatten(0, 1), S[idx].flatten(), weight=w_shp))
+        if cfg.vision_position_weight:
+            n = f.shape[0]
+            loss = loss + cfg.vision_position_weight * (
+                F.cross_entropy(heads["row"](f).flatten(0, 1), rows.repeat(n))
+                + F.cross_entropy(heads["col"](f).flatten(0, 1), cols.repeat(n)))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
@@ -460,7 +484,8 @@ PROGRESS_EVERY = 50  # steps between the vision and align parts' progress lines 
 def _progress(part: str, done: int, step: int, total: int, loss, t0: float) -> None:
     """A progress line: the step, its loss, the pace of this run and the time left at that pace."""
     per = (time.time() - t0) / max(1, done)
-    info(f"{part} step {step}/{total} loss {float(loss):.3f} {per:.2f} s/step, "
+    loss = loss.item() if torch.is_tensor(loss) else loss  # still holds its graph: no float() of it
+    info(f"{part} step {step}/{total} loss {loss:.3f} {per:.2f} s/step, "
          f"about {per * (total - step) / 60:.0f} min left")
 
 
