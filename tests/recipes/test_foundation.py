@@ -322,6 +322,7 @@ def test_foundation_trains_the_tower_and_the_llm_and_records_its_weights(toy_fou
     assert m["metrics"]["vision"]["steps"] == m["metrics"]["language"]["steps"] == m["metrics"]["align"]["steps"] == 4
     assert m["metrics"]["align"]["first_sentence_loss_matched"] > 0
     assert 0.0 <= m["metrics"]["align"]["grounded_acc_matched"] <= 1.0
+    assert 0.0 <= m["metrics"]["align"]["grounded_where_acc_mismatched"] <= 1.0  # the place questions alone
     assert 0.0 <= m["metrics"]["align"]["grounded_choice_acc_mismatched"] <= 1.0
     assert 0.0 <= m["metrics"]["align"]["grounded_reason_acc_matched"] <= 1.0  # reason mode is trained
     assert 0.0 <= m["metrics"]["align"]["grounded_question_acc_mismatched"] <= 1.0  # own questions too

@@ -665,7 +665,9 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
         info(f"align: resumed at step {start}")
 
     grounded = [grounded_questions(cand, processor.num_frames) for _, cand in items]
-    held_out = {"choice_": [with_options(grounded[j], random.Random(j)) for j in range(n_va)]}  # fixed options
+    held_out = {"choice_": [with_options(grounded[j], random.Random(j)) for j in range(n_va)],  # fixed options
+                # the place questions alone: the look-up a tower without place cannot serve (item 35)
+                "where_": [[q for q in grounded[j] if q[0].startswith("where")] for j in range(n_va)]}
     if cfg.align_reason_fraction:
         held_out["reason_"] = [with_options(grounded[j], random.Random(j), reason=True) for j in range(n_va)]
     if cfg.align_question_fraction:
@@ -687,9 +689,9 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
 
     def evaluate() -> dict:
         """On held-out clips, with each clip and with another clip: the caption's first-sentence loss,
-        and the share of grounded answers right (teacher-forced, every token), asked openly, as
-        multiple choice (fixed options per clip) and, when the align part trains it, as multiple
-        choice in reason mode (answer stated, option check, letter)."""
+        and the share of grounded answers right (teacher-forced, every token), asked openly, the place
+        questions alone (openly), as multiple choice (fixed options per clip) and, when the align part
+        trains it, as multiple choice in reason mode (answer stated, option check, letter)."""
         model.eval()
         res = {}
         with torch.no_grad():
