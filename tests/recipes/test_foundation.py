@@ -13,7 +13,7 @@ import yaml
 
 from tinyvr.errors import ConfigError
 from tinyvr.recipes.foundation import (FoundationConfig, binding_example, build_foundation, foundation_items,
-                                       induction_example, patch_grid, patch_labels, place_facts)
+                                       induction_example, object_facts, patch_grid, patch_labels)
 
 TOY = dict(items=16, vision_steps=4, vision_batch=2, language_steps=4, language_batch=4, align_steps=4, align_batch=2,
            save_every=2, threads=1, binding_formats=("which", "enum"), align_reason_fraction=0.5,
@@ -323,8 +323,9 @@ def test_foundation_trains_the_tower_and_the_llm_and_records_its_weights(toy_fou
     assert m["metrics"]["align"]["first_sentence_loss_matched"] > 0
     assert 0.0 <= m["metrics"]["align"]["grounded_acc_matched"] <= 1.0
     assert 0.0 <= m["metrics"]["align"]["grounded_where_acc_mismatched"] <= 1.0  # the place questions alone
-    assert 0.0 <= m["metrics"]["align"]["place_acc"] <= 1.0  # the place head on the connector
-    assert m["metrics"]["align"]["settings"]["align_place_weight"] == 1.0
+    assert 0.0 <= m["metrics"]["align"]["object_place_acc"] <= 1.0  # the object head on the connector
+    assert 0.0 <= m["metrics"]["align"]["object_colour_acc"] <= 1.0
+    assert m["metrics"]["align"]["settings"]["align_object_weight"] == 1.0
     assert 0.0 <= m["metrics"]["align"]["grounded_choice_acc_mismatched"] <= 1.0
     assert 0.0 <= m["metrics"]["align"]["grounded_reason_acc_matched"] <= 1.0  # reason mode is trained
     assert 0.0 <= m["metrics"]["align"]["grounded_question_acc_mismatched"] <= 1.0  # own questions too
@@ -405,23 +406,25 @@ def test_patch_grid_gives_each_kept_patch_its_row_and_column():
     assert rows.tolist() == [0] * 4 + [1] * 4 + [2] * 4 + [3] * 4 and cols.tolist() == [0, 1, 2, 3] * 4
 
 
-def test_place_facts_name_the_regions_the_grounded_questions_answer():
-    """The place head's targets and the grounded "where" answers (re-derived from decoded pixels in
+def test_object_facts_name_what_the_grounded_questions_answer():
+    """The object head's targets and the grounded answers (re-derived from decoded pixels in
     tests/data/test_grounding.py) agree at the first and the last sampled frame, object by object."""
     from tinyvr.data.synthetic.grounding import REGIONS, grounded_questions
-    from tinyvr.data.synthetic.scene import SHAPES
+    from tinyvr.data.synthetic.scene import COLOURS, SHAPES
 
     checked = 0
     for _, cand in foundation_items(3, 12):
-        facts = place_facts(cand, 8)
-        assert all(0 <= k < 8 and 0 <= s < len(SHAPES) and 0 <= r < len(REGIONS) for k, s, r in facts)
+        facts = object_facts(cand, 8)
+        assert all(0 <= k < 8 and 0 <= s < len(SHAPES) and 0 <= r < len(REGIONS) and 0 <= c < len(COLOURS)
+                   for k, s, r, c in facts)
         for kind, q, answer in grounded_questions(cand, 8):
-            if kind.startswith("where"):
-                k = 0 if kind == "where_start" else 7
-                shape = SHAPES.index(q.split("the ")[1].split(" at")[0])
-                assert [REGIONS[r] for kk, s, r in facts if kk == k and s == shape] == [answer]
-                checked += 1
-    assert checked >= 12
+            k = 0 if kind.endswith("start") else 7
+            shape = SHAPES.index(q.split("the ")[1].split(" at")[0])
+            named = [(REGIONS[r] if kind.startswith("where") else COLOURS[c]) for kk, s, r, c in facts
+                     if kk == k and s == shape]
+            assert named == [answer]
+            checked += 1
+    assert checked >= 24
 
 
 def test_the_vision_part_keeps_each_patchs_place_in_the_towers_features(tmp_path):
@@ -494,8 +497,8 @@ def test_foundation_rejects_bad_settings(tmp_path):
         build_foundation(tmp_path, FoundationConfig(align_question_reason_fraction=-0.1))
     with pytest.raises(ConfigError, match="align_induction_fraction"):
         build_foundation(tmp_path, FoundationConfig(align_induction_fraction=1.5))
-    with pytest.raises(ConfigError, match="align_place_weight must be >= 0"):
-        build_foundation(tmp_path, FoundationConfig(align_place_weight=-0.5))
+    with pytest.raises(ConfigError, match="align_object_weight must be >= 0"):
+        build_foundation(tmp_path, FoundationConfig(align_object_weight=-0.5))
     with pytest.raises(ConfigError, match="vision_position_weight must be >= 0"):
         build_foundation(tmp_path, FoundationConfig(vision_position_weight=-1.0))
     with pytest.raises(ConfigError, match="eval_every must be positive, got 0"):

@@ -68,7 +68,7 @@ PART_SETTINGS = {  # the FoundationConfig fields each part trains with (recorded
                                         "align_grounded_fraction",
                                         "align_choice_fraction", "align_reason_fraction", "align_question_fraction",
                                         "align_question_reason_fraction", "align_question_option_fraction",
-                                        "align_question_trace", "align_place_weight"),
+                                        "align_question_trace", "align_object_weight"),
 }
 
 
@@ -116,11 +116,11 @@ class FoundationConfig:
     # those reason-form answers think with the item's whole trace (what the frames show, then the
     # stated answer and the check) instead of the stated answer alone: the cold start's format
     align_question_trace: bool = False
-    # weight of a place objective on the connector's output during align: a small head, the object's
-    # shape as its query over one frame's latents, names the object's region (nine). The align text
-    # alone never makes the connector keep place, even from a tower that has it (item 35); the head is
-    # dropped afterwards
-    align_place_weight: float = 1.0
+    # weight of an object objective on the connector's output during align: a small head, the object's
+    # shape as its query over one frame's latents, names the object's region (nine) and colour. The
+    # align text alone never makes the connector keep place, even from a tower that has it; place
+    # alone pushes colour out (item 35). The head is dropped afterwards
+    align_object_weight: float = 1.0
     # tokenizer of an earlier build's folder (init/ or model/) instead of one trained on the items' text:
     # its weights can then be continued after the generator's text changed
     tokenizer_from: str = ""
@@ -145,8 +145,8 @@ class FoundationConfig:
                      "align_question_option_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"foundation.{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.align_place_weight < 0:
-            raise ConfigError(f"foundation.align_place_weight must be >= 0, got {self.align_place_weight}")
+        if self.align_object_weight < 0:
+            raise ConfigError(f"foundation.align_object_weight must be >= 0, got {self.align_object_weight}")
         if self.vision_position_weight < 0:
             raise ConfigError(f"foundation.vision_position_weight must be >= 0, got {self.vision_position_weight}")
         if self.align_question_reason_fraction + self.align_question_option_fraction > 1.0:
@@ -641,30 +641,32 @@ def answers_right(model, batch: dict) -> tuple[int, int]:
     return runs_right(pred, labels[:, 1:])
 
 
-class PlaceHead(torch.nn.Module):
-    """Names an object's region from one frame's connector latents: the object's shape is the query of
-    one attention over the latents (shapes are unique in a scene)."""
+class ObjectHead(torch.nn.Module):
+    """Names an object's region and colour from one frame's connector latents: the object's shape is
+    the query of one attention over the latents (shapes are unique in a scene)."""
 
     def __init__(self, dim: int, width: int = 64):
         from tinyvr.data.synthetic.grounding import REGIONS
-        from tinyvr.data.synthetic.scene import SHAPES
+        from tinyvr.data.synthetic.scene import COLOURS, SHAPES
 
         super().__init__()
         self.query = torch.nn.Embedding(len(SHAPES), width)
         self.key, self.value = torch.nn.Linear(dim, width), torch.nn.Linear(dim, width)
-        self.out = torch.nn.Sequential(torch.nn.Linear(2 * width, width), torch.nn.GELU(),
-                                       torch.nn.Linear(width, len(REGIONS)))
+        self.hidden = torch.nn.Sequential(torch.nn.Linear(2 * width, width), torch.nn.GELU())
+        self.place, self.colour = torch.nn.Linear(width, len(REGIONS)), torch.nn.Linear(width, len(COLOURS))
 
-    def forward(self, latents: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:  # [B, L, D], [B] -> [B, 9]
+    def forward(self, latents: torch.Tensor, shape: torch.Tensor):  # [B, L, D], [B] -> [B, 9], [B, colours]
         q = self.query(shape)
         att = (self.key(latents) @ q.unsqueeze(-1)).squeeze(-1).div(q.shape[-1] ** 0.5).softmax(-1)
-        return self.out(torch.cat([(att.unsqueeze(-1) * self.value(latents)).sum(1), q], -1))
+        h = self.hidden(torch.cat([(att.unsqueeze(-1) * self.value(latents)).sum(1), q], -1))
+        return self.place(h), self.colour(h)
 
 
-def place_facts(cand, num_frames: int, min_visible: float = 0.6) -> list[tuple[int, int, int]]:
-    """(sampled frame, shape index, region index) of every object well visible in a sampled frame."""
+def object_facts(cand, num_frames: int, min_visible: float = 0.6) -> list[tuple[int, int, int, int]]:
+    """(sampled frame, shape index, region index, colour index) of every object well visible in a
+    sampled frame."""
     from tinyvr.data.synthetic.grounding import REGIONS
-    from tinyvr.data.synthetic.scene import SHAPES, sample_indices
+    from tinyvr.data.synthetic.scene import COLOURS, SHAPES, sample_indices
     from tinyvr.data.synthetic.text import region
 
     sc, tr, view = cand.scene, cand.track, cand.view
@@ -674,18 +676,22 @@ def place_facts(cand, num_frames: int, min_visible: float = 0.6) -> list[tuple[i
         for i, obj in enumerate(sc.objects):
             if tr.present[t, i] and vis[i] >= min_visible:
                 x, y = tr.pos[t, i]
-                out.append((k, SHAPES.index(obj.shape), REGIONS.index(region(float(x), float(y), sc.frame_size))))
+                out.append((k, SHAPES.index(obj.shape), REGIONS.index(region(float(x), float(y), sc.frame_size)),
+                            COLOURS.index(tr.colour[t][i])))
     return out
 
 
-def place_logits(model, head: PlaceHead, feats: torch.Tensor, facts: list[list[tuple[int, int, int]]]):
-    """The head's region logits [n, 9] and targets [n] for the facts of each clip of `feats`."""
+def object_loss(model, head: ObjectHead, feats: torch.Tensor, facts: list[list[tuple]]):
+    """The head's summed region and colour losses on the facts of each clip of `feats`, and the share
+    of regions and of colours it names right."""
     cfg = model.config
     lat = model.connector(feats).view(len(feats), cfg.group, cfg.num_queries // cfg.group, -1)
     per_group = cfg.num_frames // cfg.group
-    rows = [(c, k // per_group, s, r) for c, fs in enumerate(facts) for k, s, r in fs]
-    c, grp, shape, target = (torch.tensor(v) for v in zip(*rows))
-    return head(lat[c, grp], shape), target
+    rows = [(c, k // per_group, s, r, col) for c, fs in enumerate(facts) for k, s, r, col in fs]
+    c, grp, shape, region, colour = (torch.tensor(v) for v in zip(*rows))
+    place, col = head(lat[c, grp], shape)
+    loss = F.cross_entropy(place, region) + F.cross_entropy(col, colour)
+    return loss, (place.argmax(-1) == region).float().mean().item(), (col.argmax(-1) == colour).float().mean().item()
 
 
 def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -> dict:
@@ -700,8 +706,8 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
             for i in range(0, len(items), 32)])
     n_va = max(1, len(items) // 10)  # held-out clips: caption loss with the right and another clip
     torch.manual_seed(cfg.seed)
-    head = PlaceHead(model.config.text_config.hidden_size)
-    places = [place_facts(cand, processor.num_frames) for _, cand in items]
+    head = ObjectHead(model.config.text_config.hidden_size)
+    objects = [object_facts(cand, processor.num_frames) for _, cand in items]
     params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.align_lr, weight_decay=0.0, betas=(0.9, 0.98))
     warm, decay_from = max(1, cfg.align_steps // 20), int(cfg.align_steps * 0.8)
@@ -718,7 +724,7 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
     if ckpt.is_file():
         st = torch.load(ckpt, weights_only=True)
         model.load_state_dict(st["model"]); opt.load_state_dict(st["opt"]); sched.load_state_dict(st["sched"])
-        head.load_state_dict(st["place_head"])
+        head.load_state_dict(st["object_head"])
         rng.setstate(st["rng"]); start = st["step"]
         info(f"align: resumed at step {start}")
 
@@ -769,9 +775,9 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
                             r, n = answers_right(model, encode([grounded_conversation(q) for q in qs], idx, shift))
                             right[kind], asked[kind] = right[kind] + r, asked[kind] + n
                 res[f"first_sentence_loss_{name}"] = round(tot / max(1, cnt), 4)
-                if name == "matched":  # the place head on held-out clips: does the connector keep place?
-                    logits, target = place_logits(model, head, feats[:n_va], places[:n_va])
-                    res["place_acc"] = round((logits.argmax(-1) == target).float().mean().item(), 4)
+                if name == "matched":  # the object head on held-out clips: does the connector keep place?
+                    _, place, colour = object_loss(model, head, feats[:n_va], objects[:n_va])
+                    res["object_place_acc"], res["object_colour_acc"] = round(place, 4), round(colour, 4)
                 for kind in right:
                     res[f"grounded_{kind}acc_{name}"] = round(right[kind] / max(1, asked[kind]), 4)
         model.train()
@@ -786,12 +792,12 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
         video = encode([align_conversation(rng, records[i], grounded[i], cfg) for i in idx], idx)
         text = language_batch(rng, records, processor.tokenizer, cfg.align_batch, induction, formats, pool)
         loss = sliced_backward(model, video)  # the video loss and the language replay's, added
-        if cfg.align_place_weight:  # up to 8 objects per clip, drawn from the align rng
-            facts = [rng.sample(places[i], min(8, len(places[i]))) for i in idx]
+        if cfg.align_object_weight:  # up to 8 objects per clip, drawn from the align rng
+            facts = [rng.sample(objects[i], min(8, len(objects[i]))) for i in idx]
             keep = [j for j, f in enumerate(facts) if f]
             if keep:
-                logits, target = place_logits(model, head, feats[[idx[j] for j in keep]], [facts[j] for j in keep])
-                (cfg.align_place_weight * F.cross_entropy(logits, target)).backward()
+                obj_loss = object_loss(model, head, feats[[idx[j] for j in keep]], [facts[j] for j in keep])[0]
+                (cfg.align_object_weight * obj_loss).backward()
         sliced_backward(model.language_model, text, hist)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
@@ -802,7 +808,7 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
         elif (step + 1) % PROGRESS_EVERY == 0:
             _progress("align", step + 1 - start, step + 1, cfg.align_steps, loss, t0)
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.align_steps:
-            _save_checkpoint(ckpt, {"model": model.state_dict(), "place_head": head.state_dict(),
+            _save_checkpoint(ckpt, {"model": model.state_dict(), "object_head": head.state_dict(),
                                     "opt": opt.state_dict(), "sched": sched.state_dict(),
                                     "rng": rng.getstate(), "step": step + 1})
     model.requires_grad_(False)
