@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "options), answered with the stated answer, the option check and the letter (default 0)")
     s.add_argument("--align-object-weight", type=float,
                    help="weight of the object head (region and colour) on the connector's output during align "
-                        "(default 1; 0: none)")
+                        "(default 0: none; item 35 used 1)")
     s.add_argument("--align-question-option-fraction", type=float,
                    help="share of those own questions asked as evaluation asks them in option mode, answered "
                         "with the letter alone (default 0; with the reason share at most 1)")

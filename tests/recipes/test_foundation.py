@@ -17,7 +17,8 @@ from tinyvr.recipes.foundation import (FoundationConfig, binding_example, build_
 
 TOY = dict(items=16, vision_steps=4, vision_batch=2, language_steps=4, language_batch=4, align_steps=4, align_batch=2,
            save_every=2, threads=1, binding_formats=("which", "enum"), align_reason_fraction=0.5,
-           align_question_fraction=0.5, align_question_reason_fraction=0.5, align_induction_fraction=0.0)
+           align_question_fraction=0.5, align_question_reason_fraction=0.5, align_induction_fraction=0.0,
+           align_object_weight=1.0)
 
 
 def test_patch_labels_match_the_rendered_pixels():

@@ -119,8 +119,9 @@ class FoundationConfig:
     # weight of an object objective on the connector's output during align: a small head, the object's
     # shape as its query over one frame's latents, names the object's region (nine) and colour. The
     # align text alone never makes the connector keep place, even from a tower that has it; place
-    # alone pushes colour out (item 35). The head is dropped afterwards
-    align_object_weight: float = 1.0
+    # alone pushes colour out (item 35). The head is dropped afterwards. Off by default until a demo
+    # from a build with it is measured: at 1.0 place answers rise, the reason-form answers fall (item 35)
+    align_object_weight: float = 0.0
     # tokenizer of an earlier build's folder (init/ or model/) instead of one trained on the items' text:
     # its weights can then be continued after the generator's text changed
     tokenizer_from: str = ""
