@@ -12,9 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 from tinyvr.recipes.common import load_model
-from tinyvr.recipes.foundation import clip_pixels
+from tinyvr.recipes.foundation import clip_pixels, object_facts
 from tinyvr.data.synthetic.scene import SHAPES
-from tinyvr.data.synthetic.text import region
 from tinyvr.data.synthetic.writer import generate_item
 from tinyvr.data.synthetic.grounding import REGIONS
 
@@ -36,13 +35,7 @@ with torch.no_grad():
         _, cand = generate_item(0, "foundation", 10000 + i)
         px, ids = clip_pixels(cand, proc)
         feats.append(model.vision_features(px.unsqueeze(0))[0])
-        sc, tr, view = cand.scene, cand.track, cand.view
-        for k, t in enumerate(ids):
-            vis = view.visible(int(t))
-            for j, obj in enumerate(sc.objects):
-                if tr.present[t, j] and vis[j] >= 0.6:
-                    x, y = tr.pos[t, j]
-                    ex.append((i, k, SHAPES.index(obj.shape), REGIONS.index(region(float(x), float(y), sc.frame_size))))
+        ex += [(i, k, shape, region) for k, shape, region, _ in object_facts(cand, T)]
 feats = torch.stack(feats)
 ex = np.array(ex)
 train, test = ex[ex[:, 0] < int(0.8 * N)], ex[ex[:, 0] >= int(0.8 * N)]

@@ -17,9 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 from tinyvr.recipes.common import load_model
-from tinyvr.recipes.foundation import clip_pixels
+from tinyvr.recipes.foundation import clip_pixels, object_facts
 from tinyvr.data.synthetic.scene import COLOURS, SHAPES
-from tinyvr.data.synthetic.text import region
 from tinyvr.data.synthetic.writer import generate_item
 from tinyvr.data.synthetic.grounding import REGIONS
 
@@ -44,14 +43,7 @@ with torch.no_grad():
         e = model.connector(f)  # [1, Q, D]
         patch.append(f[0].view(T, -1, f.shape[-1]))
         conn.append(e[0].view(model.config.group, lat, -1))
-        sc, tr, view = cand.scene, cand.track, cand.view
-        for k, t in enumerate(ids):
-            vis = view.visible(int(t))
-            for j, obj in enumerate(sc.objects):
-                if tr.present[t, j] and vis[j] >= 0.6:
-                    x, y = tr.pos[t, j]
-                    ex.append((i, k, SHAPES.index(obj.shape), REGIONS.index(region(float(x), float(y), sc.frame_size)),
-                               COLOURS.index(tr.colour[t][j])))
+        ex += [(i, *fact) for fact in object_facts(cand, T)]  # (frame, shape, region, colour)
 print(f"{N} clips, {len(ex)} examples, {time.time() - t0:.0f}s", flush=True)
 ex = np.array(ex)
 train = ex[ex[:, 0] < int(0.8 * N)]
