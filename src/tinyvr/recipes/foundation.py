@@ -776,7 +776,8 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
                             r, n = answers_right(model, encode([grounded_conversation(q) for q in qs], idx, shift))
                             right[kind], asked[kind] = right[kind] + r, asked[kind] + n
                 res[f"first_sentence_loss_{name}"] = round(tot / max(1, cnt), 4)
-                if name == "matched":  # the object head on held-out clips: does the connector keep place?
+                # the object head on held-out clips (when trained): does the connector keep place?
+                if name == "matched" and cfg.align_object_weight:
                     _, place, colour = object_loss(model, head, feats[:n_va], objects[:n_va])
                     res["object_place_acc"], res["object_colour_acc"] = round(place, 4), round(colour, 4)
                 for kind in right:
