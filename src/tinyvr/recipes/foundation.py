@@ -706,10 +706,13 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
             model.vision_features(torch.stack([clip_pixels(cand, processor)[0] for _, cand in items[i:i + 32]]))
             for i in range(0, len(items), 32)])
     n_va = max(1, len(items) // 10)  # held-out clips: caption loss with the right and another clip
-    torch.manual_seed(cfg.seed)
-    head = ObjectHead(model.config.text_config.hidden_size)
-    objects = [object_facts(cand, processor.num_frames) for _, cand in items]
-    params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
+    params = [p for p in model.parameters() if p.requires_grad]
+    head = None  # the object head, only when it is trained (a build without it keeps its old checkpoints)
+    if cfg.align_object_weight:
+        torch.manual_seed(cfg.seed)
+        head = ObjectHead(model.config.text_config.hidden_size)
+        objects = [object_facts(cand, processor.num_frames) for _, cand in items]
+        params += list(head.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.align_lr, weight_decay=0.0, betas=(0.9, 0.98))
     warm, decay_from = max(1, cfg.align_steps // 20), int(cfg.align_steps * 0.8)
 
@@ -725,7 +728,8 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
     if ckpt.is_file():
         st = torch.load(ckpt, weights_only=True)
         model.load_state_dict(st["model"]); opt.load_state_dict(st["opt"]); sched.load_state_dict(st["sched"])
-        head.load_state_dict(st["object_head"])
+        if head is not None:
+            head.load_state_dict(st["object_head"])
         rng.setstate(st["rng"]); start = st["step"]
         info(f"align: resumed at step {start}")
 
@@ -777,7 +781,7 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
                             right[kind], asked[kind] = right[kind] + r, asked[kind] + n
                 res[f"first_sentence_loss_{name}"] = round(tot / max(1, cnt), 4)
                 # the object head on held-out clips (when trained): does the connector keep place?
-                if name == "matched" and cfg.align_object_weight:
+                if name == "matched" and head is not None:
                     _, place, colour = object_loss(model, head, feats[:n_va], objects[:n_va])
                     res["object_place_acc"], res["object_colour_acc"] = round(place, 4), round(colour, 4)
                 for kind in right:
@@ -794,7 +798,7 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
         video = encode([align_conversation(rng, records[i], grounded[i], cfg) for i in idx], idx)
         text = language_batch(rng, records, processor.tokenizer, cfg.align_batch, induction, formats, pool)
         loss = sliced_backward(model, video)  # the video loss and the language replay's, added
-        if cfg.align_object_weight:  # up to 8 objects per clip, drawn from the align rng
+        if head is not None:  # up to 8 objects per clip, drawn from the align rng
             facts = [rng.sample(objects[i], min(8, len(objects[i]))) for i in idx]
             keep = [j for j, f in enumerate(facts) if f]
             if keep:
@@ -810,9 +814,9 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
         elif (step + 1) % PROGRESS_EVERY == 0:
             _progress("align", step + 1 - start, step + 1, cfg.align_steps, loss, t0)
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.align_steps:
-            _save_checkpoint(ckpt, {"model": model.state_dict(), "object_head": head.state_dict(),
-                                    "opt": opt.state_dict(), "sched": sched.state_dict(),
-                                    "rng": rng.getstate(), "step": step + 1})
+            _save_checkpoint(ckpt, {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                                    "rng": rng.getstate(), "step": step + 1,
+                                    **({"object_head": head.state_dict()} if head is not None else {})})
     model.requires_grad_(False)
     return {**evaluate(), "video_loss": _last(loss), "steps": cfg.align_steps,
             **{f"{k}_acc": v for k, v in _recent_accuracy(hist, 800, 4).items()}}
