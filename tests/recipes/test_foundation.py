@@ -373,6 +373,26 @@ def test_foundation_parts_resume_from_their_checkpoints_exactly(toy_foundation, 
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_align_without_the_object_head_trains_and_resumes_without_it(toy_foundation, tmp_path):
+    """Weight 0: no head, no object metrics, and a checkpoint without the head (as builds before it
+    wrote) resumes to the same weights as an uninterrupted run."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "f"
+    shutil.copytree(toy_foundation, out)
+    shutil.rmtree(out / "model"); shutil.rmtree(out / "align"); (out / "foundation.json").unlink()
+    cfg = dict(TOY, align_object_weight=0.0)
+    build_foundation(out, FoundationConfig(**cfg), part="align")
+    m = json.loads((out / "metrics.json").read_text())["align"]
+    assert "object_place_acc" not in m and m["settings"]["align_object_weight"] == 0.0
+    assert "object_head" not in torch.load(out / "align" / "checkpoint.pt", weights_only=True)
+    whole = load_file(out / "model" / "model.safetensors")
+    shutil.rmtree(out / "model"); (out / "foundation.json").unlink()
+    build_foundation(out, FoundationConfig(**cfg), part="align")  # resumes at step 2
+    again = load_file(out / "model" / "model.safetensors")
+    assert all(torch.equal(whole[k], again[k]) for k in whole)
+
+
 def test_align_prints_its_progress_between_held_out_checks(toy_foundation, tmp_path, capsys, monkeypatch):
     """Between the held-out checks the align part prints a progress line (step, loss, pace, time
     left) every PROGRESS_EVERY steps; a rerun of the part from its first step ends with the same
