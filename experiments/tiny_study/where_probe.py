@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 from tinyvr.recipes.common import load_model
-from tinyvr.recipes.foundation import clip_pixels, object_facts
+from tinyvr.recipes.foundation import clip_pixels
 from tinyvr.data.synthetic.scene import COLOURS, SHAPES
 from tinyvr.data.synthetic.writer import generate_item
-from tinyvr.data.synthetic.grounding import REGIONS
+from tinyvr.data.synthetic.grounding import REGIONS, object_facts
 
 mdir, N = sys.argv[1], int(sys.argv[2])
 torch.set_num_threads(int(sys.argv[3]) if len(sys.argv) > 3 else 2)

@@ -13,7 +13,7 @@ import yaml
 
 from tinyvr.errors import ConfigError
 from tinyvr.recipes.foundation import (FoundationConfig, binding_example, build_foundation, foundation_items,
-                                       induction_example, object_facts, patch_grid, patch_labels)
+                                       induction_example, patch_grid, patch_labels)
 
 TOY = dict(items=16, vision_steps=4, vision_batch=2, language_steps=4, language_batch=4, align_steps=4, align_batch=2,
            save_every=2, threads=1, binding_formats=("which", "enum"), align_reason_fraction=0.5,
@@ -430,7 +430,7 @@ def test_patch_grid_gives_each_kept_patch_its_row_and_column():
 def test_object_facts_name_what_the_grounded_questions_answer():
     """The object head's targets and the grounded answers (re-derived from decoded pixels in
     tests/data/test_grounding.py) agree at the first and the last sampled frame, object by object."""
-    from tinyvr.data.synthetic.grounding import REGIONS, grounded_questions
+    from tinyvr.data.synthetic.grounding import REGIONS, grounded_questions, object_facts
     from tinyvr.data.synthetic.scene import COLOURS, SHAPES
 
     checked = 0

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tinyvr.data.synthetic.grounding import grounded_conversation, grounded_questions, with_options
+from tinyvr.data.synthetic.grounding import grounded_conversation, grounded_questions, object_facts, with_options
 from tinyvr.data.synthetic.writer import format_problem
 from tinyvr.data.template import (ANSWER_SEP, ASSISTANT, OPTION_SUFFIX, REASON_SUFFIX, USER, checked_thinking,
                                   grpo_question, reasoned_answer)
@@ -661,25 +661,6 @@ class ObjectHead(torch.nn.Module):
         att = (self.key(latents) @ q.unsqueeze(-1)).squeeze(-1).div(q.shape[-1] ** 0.5).softmax(-1)
         h = self.hidden(torch.cat([(att.unsqueeze(-1) * self.value(latents)).sum(1), q], -1))
         return self.place(h), self.colour(h)
-
-
-def object_facts(cand, num_frames: int, min_visible: float = 0.6) -> list[tuple[int, int, int, int]]:
-    """(sampled frame, shape index, region index, colour index) of every object well visible in a
-    sampled frame."""
-    from tinyvr.data.synthetic.grounding import REGIONS
-    from tinyvr.data.synthetic.scene import COLOURS, SHAPES, sample_indices
-    from tinyvr.data.synthetic.text import region
-
-    sc, tr, view = cand.scene, cand.track, cand.view
-    out = []
-    for k, t in enumerate(sample_indices(sc.num_frames, num_frames)):
-        vis = view.visible(int(t))
-        for i, obj in enumerate(sc.objects):
-            if tr.present[t, i] and vis[i] >= min_visible:
-                x, y = tr.pos[t, i]
-                out.append((k, SHAPES.index(obj.shape), REGIONS.index(region(float(x), float(y), sc.frame_size)),
-                            COLOURS.index(tr.colour[t][i])))
-    return out
 
 
 def object_loss(model, head: ObjectHead, feats: torch.Tensor, facts: list[list[tuple]]):

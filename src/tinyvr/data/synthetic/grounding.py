@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 
 from tinyvr.data.synthetic.questions import Candidate
-from tinyvr.data.synthetic.scene import COLOURS, sample_indices
+from tinyvr.data.synthetic.scene import COLOURS, SHAPES, sample_indices
 from tinyvr.data.synthetic.text import region
 from tinyvr.data.synthetic.writer import LETTERS, NUM_OPTIONS, format_problem
 from tinyvr.data.template import OPTION_SUFFIX, REASON_SUFFIX, checked_thinking, reasoned_answer
@@ -23,22 +23,35 @@ KINDS = ("colour_start", "where_start", "colour_end", "where_end")
 REGIONS = tuple(region(x, y, 3) for y in (0.5, 1.5, 2.5) for x in (0.5, 1.5, 2.5))
 
 
+def visible_objects(cand: Candidate, frame: int, min_visible: float = 0.6):
+    """(object index, shape, colour, region) of every object at least `min_visible` visible in the
+    scene's `frame`: what can be read off that frame."""
+    sc, tr = cand.scene, cand.track
+    vis = cand.view.visible(frame)
+    for i, obj in enumerate(sc.objects):
+        if tr.present[frame, i] and vis[i] >= min_visible:
+            x, y = tr.pos[frame, i]
+            yield i, obj.shape, tr.colour[frame][i], region(float(x), float(y), sc.frame_size)
+
+
 def grounded_questions(cand: Candidate, num_frames: int = 8, min_visible: float = 0.6) -> list[tuple[str, str, str]]:
     """[(kind, question, answer)] for every well visible object at the first and the last of the
     `num_frames` uniformly sampled frames; kinds as in KINDS."""
-    sc, tr, view = cand.scene, cand.track, cand.view
-    ids = sample_indices(sc.num_frames, num_frames)
+    ids = sample_indices(cand.scene.num_frames, num_frames)
     out = []
     for when, t in (("start", int(ids[0])), ("end", int(ids[-1]))):
-        vis = view.visible(t)
-        for i, obj in enumerate(sc.objects):
-            if not tr.present[t, i] or vis[i] < min_visible:
-                continue
-            x, y = tr.pos[t, i]
-            out.append((f"colour_{when}", f"What colour is the {obj.shape} at the {when}?", tr.colour[t][i]))
-            out.append((f"where_{when}", f"Where is the {obj.shape} at the {when}?",
-                        region(float(x), float(y), sc.frame_size)))
+        for _, shape, colour, place in visible_objects(cand, t, min_visible):
+            out.append((f"colour_{when}", f"What colour is the {shape} at the {when}?", colour))
+            out.append((f"where_{when}", f"Where is the {shape} at the {when}?", place))
     return out
+
+
+def object_facts(cand: Candidate, num_frames: int = 8, min_visible: float = 0.6) -> list[tuple[int, int, int, int]]:
+    """(sampled frame, shape index, region index, colour index) of every well visible object in each
+    of the `num_frames` sampled frames: the targets of the align part's object head."""
+    return [(k, SHAPES.index(shape), REGIONS.index(place), COLOURS.index(colour))
+            for k, t in enumerate(sample_indices(cand.scene.num_frames, num_frames))
+            for _, shape, colour, place in visible_objects(cand, int(t), min_visible)]
 
 
 def grounded_conversation(questions: list[tuple[str, str, str]]) -> list[dict]:
