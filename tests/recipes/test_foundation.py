@@ -393,6 +393,55 @@ def test_align_without_the_object_head_trains_and_resumes_without_it(toy_foundat
     assert all(torch.equal(whole[k], again[k]) for k in whole)
 
 
+def test_connector_warm_up_trains_the_connector_and_the_head_alone(toy_foundation):
+    """The warm-up lowers the object head's loss on its training clips and changes no weight but the
+    connector's (tower and LLM untouched)."""
+    from tinyvr.data.synthetic.grounding import object_facts
+    from tinyvr.recipes.common import load_model
+    from tinyvr.recipes.foundation import ObjectHead, clip_pixels, object_loss, warm_connector
+
+    torch.manual_seed(0)
+    model, proc = load_model(toy_foundation / "model")
+    items = foundation_items(0, 16)
+    with torch.no_grad():
+        feats = model.vision_features(torch.stack([clip_pixels(c, proc)[0] for _, c in items]))
+    objects = [object_facts(c, proc.num_frames) for _, c in items]
+    head = ObjectHead(model.config.text_config.hidden_size)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        loss0 = object_loss(model, head, feats[2:], objects[2:])[0].item()
+    res = warm_connector(model, head, feats, objects, 2, FoundationConfig(**dict(TOY, align_object_warmup=40,
+                                                                                  align_batch=4)))
+    with torch.no_grad():
+        loss1 = object_loss(model, head, feats[2:], objects[2:])[0].item()
+    assert loss1 < 0.9 * loss0  # untrained it stays near ln 9 + ln(colours); the toy tower gives colour, not place
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith("connector.") for k in changed)
+    assert 0.0 <= res["object_place_acc"] <= 1.0 and 0.0 <= res["object_colour_acc"] <= 1.0
+
+
+def test_align_with_a_warm_up_records_it_and_resumes_past_it(toy_foundation, tmp_path):
+    """Warm-up without the joint head loss: the head is still evaluated after align (does the connector
+    keep what it learned?), the warm-up's numbers are recorded, and a resume from the step-2
+    checkpoint skips the warm-up and ends with the same weights and numbers."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "f"
+    shutil.copytree(toy_foundation, out)
+    shutil.rmtree(out / "model"); shutil.rmtree(out / "align"); (out / "foundation.json").unlink()
+    cfg = FoundationConfig(**dict(TOY, align_object_weight=0.0, align_object_warmup=3))
+    build_foundation(out, cfg, part="align")
+    m = json.loads((out / "metrics.json").read_text())["align"]
+    assert m["settings"]["align_object_warmup"] == 3 and "object_place_acc" in m
+    assert set(m["object_warmup"]) == {"object_place_acc", "object_colour_acc", "loss"}
+    whole = load_file(out / "model" / "model.safetensors")
+    shutil.rmtree(out / "model"); (out / "foundation.json").unlink()
+    build_foundation(out, cfg, part="align")  # resumes at step 2, past the warm-up
+    again = load_file(out / "model" / "model.safetensors")
+    assert all(torch.equal(whole[k], again[k]) for k in whole)
+    assert json.loads((out / "metrics.json").read_text())["align"]["object_warmup"] == m["object_warmup"]
+
+
 def test_align_prints_its_progress_between_held_out_checks(toy_foundation, tmp_path, capsys, monkeypatch):
     """Between the held-out checks the align part prints a progress line (step, loss, pace, time
     left) every PROGRESS_EVERY steps; a rerun of the part from its first step ends with the same
@@ -518,6 +567,8 @@ def test_foundation_rejects_bad_settings(tmp_path):
         build_foundation(tmp_path, FoundationConfig(align_question_reason_fraction=-0.1))
     with pytest.raises(ConfigError, match="align_induction_fraction"):
         build_foundation(tmp_path, FoundationConfig(align_induction_fraction=1.5))
+    with pytest.raises(ConfigError, match="align_object_warmup must be positive"):
+        build_foundation(tmp_path, FoundationConfig(align_object_warmup=-1))
     with pytest.raises(ConfigError, match="align_object_weight must be >= 0"):
         build_foundation(tmp_path, FoundationConfig(align_object_weight=-0.5))
     with pytest.raises(ConfigError, match="vision_position_weight must be >= 0"):

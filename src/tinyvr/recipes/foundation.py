@@ -68,7 +68,7 @@ PART_SETTINGS = {  # the FoundationConfig fields each part trains with (recorded
                                         "align_grounded_fraction",
                                         "align_choice_fraction", "align_reason_fraction", "align_question_fraction",
                                         "align_question_reason_fraction", "align_question_option_fraction",
-                                        "align_question_trace", "align_object_weight"),
+                                        "align_question_trace", "align_object_weight", "align_object_warmup"),
 }
 
 
@@ -122,6 +122,11 @@ class FoundationConfig:
     # alone pushes colour out (item 35). The head is dropped afterwards. Off by default until a demo
     # from a build with it is measured: at 1.0 place answers rise, the reason-form answers fall (item 35)
     align_object_weight: float = 0.0
+    # steps of the connector and the object head alone (tower and LLM untouched) before the joint align
+    # steps: the connector learns to keep each object's place and colour first, so the LLM reads a
+    # connector that no longer changes under it (at weight 1 from a random connector the reason-form
+    # answers fell, item 35)
+    align_object_warmup: int = 0
     # tokenizer of an earlier build's folder (init/ or model/) instead of one trained on the items' text:
     # its weights can then be continued after the generator's text changed
     tokenizer_from: str = ""
@@ -131,7 +136,7 @@ class FoundationConfig:
 
     def check(self) -> None:
         for name in ("items", "vision_steps", "vision_batch", "language_steps", "language_batch", "align_steps",
-                     "align_batch", "save_every", "eval_every"):
+                     "align_batch", "save_every", "eval_every", "align_object_warmup"):
             if getattr(self, name) < 0 or (name.endswith(("batch", "eval_every")) and getattr(self, name) == 0):
                 raise ConfigError(f"foundation.{name} must be positive, got {getattr(self, name)}")
         bad = [f for f in self.binding_formats if f not in BINDING_FORMATS]
@@ -676,6 +681,31 @@ def object_loss(model, head: ObjectHead, feats: torch.Tensor, facts: list[list[t
     return loss, (place.argmax(-1) == region).float().mean().item(), (col.argmax(-1) == colour).float().mean().item()
 
 
+def warm_connector(model, head: ObjectHead, feats: torch.Tensor, objects: list, n_va: int,
+                   cfg: FoundationConfig) -> dict:
+    """`cfg.align_object_warmup` steps of the connector and the object head alone on the training clips'
+    object facts (align_batch clips, up to 8 objects each); returns the head's held-out accuracy."""
+    rng, t0 = random.Random(cfg.seed + 2), time.time()  # its own stream: the align steps' draws stay the same
+    params = list(model.connector.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.align_lr, weight_decay=0.0, betas=(0.9, 0.98))
+    train = [i for i in range(n_va, len(objects)) if objects[i]] or [i for i in range(len(objects)) if objects[i]]
+    loss = torch.tensor(float("nan"))
+    for step in range(cfg.align_object_warmup):
+        idx = [rng.choice(train) for _ in range(cfg.align_batch)]
+        loss = object_loss(model, head, feats[idx], [rng.sample(objects[i], min(8, len(objects[i]))) for i in idx])[0]
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step(); opt.zero_grad(set_to_none=True)
+        if (step + 1) % PROGRESS_EVERY == 0:
+            _progress("connector warm-up", step + 1, step + 1, cfg.align_object_warmup, loss, t0)
+    with torch.no_grad():
+        va = [i for i in range(n_va) if objects[i]]
+        _, place, colour = object_loss(model, head, feats[va], [objects[i] for i in va]) if va else (0, 0.0, 0.0)
+    res = {"object_place_acc": round(place, 4), "object_colour_acc": round(colour, 4), "loss": _last(loss)}
+    info(f"align: connector warm-up {cfg.align_object_warmup} steps, held-out {res} {time.time() - t0:.0f}s")
+    return res
+
+
 def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -> dict:
     records = [r for r, _ in items]
     model.vision_tower.requires_grad_(False)
@@ -689,7 +719,7 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
     n_va = max(1, len(items) // 10)  # held-out clips: caption loss with the right and another clip
     params = [p for p in model.parameters() if p.requires_grad]
     head = None  # the object head, only when it is trained (a build without it keeps its old checkpoints)
-    if cfg.align_object_weight:
+    if cfg.align_object_weight or cfg.align_object_warmup:
         torch.manual_seed(cfg.seed)
         head = ObjectHead(model.config.text_config.hidden_size)
         objects = [object_facts(cand, processor.num_frames) for _, cand in items]
@@ -705,14 +735,16 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     rng = random.Random(cfg.seed + 1)
-    ckpt, start = out / "align" / "checkpoint.pt", 0
+    ckpt, start, warmed = out / "align" / "checkpoint.pt", 0, None
     if ckpt.is_file():
         st = torch.load(ckpt, weights_only=True)
         model.load_state_dict(st["model"]); opt.load_state_dict(st["opt"]); sched.load_state_dict(st["sched"])
         if head is not None:
             head.load_state_dict(st["object_head"])
-        rng.setstate(st["rng"]); start = st["step"]
+        rng.setstate(st["rng"]); start, warmed = st["step"], st.get("object_warmup")
         info(f"align: resumed at step {start}")
+    elif cfg.align_object_warmup:  # (repeated whole after a crash within it: it is short and seeded)
+        warmed = warm_connector(model, head, feats, objects, n_va, cfg)
 
     grounded = [grounded_questions(cand, processor.num_frames) for _, cand in items]
     held_out = {"choice_": [with_options(grounded[j], random.Random(j)) for j in range(n_va)],  # fixed options
@@ -779,7 +811,7 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
         video = encode([align_conversation(rng, records[i], grounded[i], cfg) for i in idx], idx)
         text = language_batch(rng, records, processor.tokenizer, cfg.align_batch, induction, formats, pool)
         loss = sliced_backward(model, video)  # the video loss and the language replay's, added
-        if head is not None:  # up to 8 objects per clip, drawn from the align rng
+        if cfg.align_object_weight:  # up to 8 objects per clip, drawn from the align rng
             facts = [rng.sample(objects[i], min(8, len(objects[i]))) for i in idx]
             keep = [j for j, f in enumerate(facts) if f]
             if keep:
@@ -797,9 +829,11 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
         if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.align_steps:
             _save_checkpoint(ckpt, {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                                     "rng": rng.getstate(), "step": step + 1,
-                                    **({"object_head": head.state_dict()} if head is not None else {})})
+                                    **({"object_head": head.state_dict()} if head is not None else {}),
+                                    **({"object_warmup": warmed} if warmed else {})})
     model.requires_grad_(False)
     return {**evaluate(), "video_loss": _last(loss), "steps": cfg.align_steps,
+            **({"object_warmup": warmed} if warmed else {}),
             **{f"{k}_acc": v for k, v in _recent_accuracy(hist, 800, 4).items()}}
 
 
