@@ -161,3 +161,5 @@ def test_the_shipped_foundation_recipe_is_a_valid_config():
     path = Path(__file__).resolve().parents[1] / "configs" / "tiny" / "foundation.yaml"
     cfg = foundation_config(read_yaml(path), where=str(path))
     assert "enum" in cfg.binding_formats and cfg.align_question_reason_fraction > 0
+    # the place objectives of items 35-36: without them the video tokens keep no place
+    assert cfg.vision_position_weight > 0 and cfg.align_object_weight > 0 and cfg.align_object_warmup > 0
