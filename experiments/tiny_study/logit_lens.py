@@ -14,20 +14,11 @@ import sys
 
 import torch
 
-from tinyvr.recipes.common import load_model
-from tinyvr.recipes.foundation import clip_pixels, foundation_items, spliced_labels
-from tinyvr.data.synthetic.grounding import grounded_conversation, grounded_questions, with_options
+from held_out_clips import held_out_clips
+from tinyvr.data.synthetic.grounding import grounded_conversation, with_options
+from tinyvr.recipes.foundation import spliced_labels
 
-mdir = sys.argv[1]
-n = int(sys.argv[2]) if len(sys.argv) > 2 else 200
-torch.set_num_threads(int(sys.argv[3]) if len(sys.argv) > 3 else 1)
-model, proc = load_model(mdir)
-model.eval()
-items = foundation_items(0, n)
-with torch.no_grad():
-    feats = torch.cat([model.vision_features(torch.stack([clip_pixels(c, proc)[0] for _, c in items[i:i + 32]]))
-                       for i in range(0, n, 32)])
-grounded = [grounded_questions(c, proc.num_frames) for _, c in items]
+model, proc, n, feats, grounded = held_out_clips(sys.argv[1:])
 lm = model.language_model
 space = proc.tokenizer.convert_tokens_to_ids(proc.tokenizer.tokenize(" "))[0]
 norm, head = lm.model.norm, lm.get_output_embeddings()

@@ -7,21 +7,14 @@ questions of one kind asked openly in one conversation, teacher-forced, with the
 the next one (the text prior). Prints the share of answers right (every token) per kind.
 """
 import sys
-import torch
-from tinyvr.recipes.common import load_model
-from tinyvr.recipes.foundation import answers_right, clip_pixels, foundation_items
-from tinyvr.data.synthetic.grounding import KINDS, grounded_conversation, grounded_questions
 
-mdir = sys.argv[1]
-n = int(sys.argv[2]) if len(sys.argv) > 2 else 200
-torch.set_num_threads(int(sys.argv[3]) if len(sys.argv) > 3 else 1)
-model, proc = load_model(mdir)
-model.eval()
-items = foundation_items(0, n)
-with torch.no_grad():
-    feats = torch.cat([model.vision_features(torch.stack([clip_pixels(c, proc)[0] for _, c in items[i:i + 32]]))
-                       for i in range(0, n, 32)])
-grounded = [grounded_questions(c, proc.num_frames) for _, c in items]
+import torch
+
+from held_out_clips import held_out_clips
+from tinyvr.data.synthetic.grounding import KINDS, grounded_conversation
+from tinyvr.recipes.foundation import answers_right
+
+model, proc, n, feats, grounded = held_out_clips(sys.argv[1:])
 for kind in KINDS:
     line = []
     for shift in (0, 1):
