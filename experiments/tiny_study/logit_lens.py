@@ -3,11 +3,12 @@
 logit_lens.py MODEL_DIR [N] [THREADS]
 
 For the first N (default 200) foundation items, each clip's grounded questions asked openly (the
-answer's first token: a colour or a place word) and as multiple choice (one letter), teacher-forced
-with the right clip. Every layer's hidden state at the answer's position goes through the final norm
-and the LM head; printed: the share of first answer tokens that are the top-1 token, per layer. If
-the open answer only appears at the last layer, a one-letter answer, which must look that answer up
-among the options afterwards, has no layer left to do it in.
+answer's first token: a colour or a place word) and as multiple choice (the letter; the bare space
+the tokenizer puts before it is skipped), teacher-forced with the right clip and with the next one
+(the text prior). Every layer's hidden state at the position that predicts that token goes through
+the final norm and the LM head; printed: the share of those tokens that are the top-1 token, per
+layer. If the open answer only appears at the last layer, a one-letter answer, which must look that
+answer up among the options afterwards, has no layer left to do it in.
 """
 import random
 import sys
