@@ -108,7 +108,8 @@ FOUNDATION_FLAGS = ("seed", "items", "vision_steps", "vision_position_weight", "
                     "binding_formats", "induction_fraction", "language_init", "vision_init", "align_induction_fraction",
                     "align_grounded_fraction", "align_choice_fraction", "align_reason_fraction", "align_question_fraction",
                     "align_question_reason_fraction", "align_question_option_fraction",
-                    "align_question_trace", "align_object_weight", "align_object_warmup", "tokenizer_from", "eval_every", "threads")
+                    "align_question_trace", "align_object_weight", "align_object_warmup", "align_cycles", "align_cycle_connector", "tokenizer_from",
+                    "eval_every", "threads")
 
 
 def _cmd_convert(a):
@@ -194,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--align-object-warmup", type=int,
                    help="steps of the connector and the object head alone before the joint align steps "
                         "(default 0)")
+    s.add_argument("--align-cycles", type=int,
+                   help="run the align part this many times over, each cycle with its own warm-up, head and "
+                        "learning-rate schedule, the LLM carried on (default 1)")
+    s.add_argument("--align-cycle-connector", choices=("fresh", "keep"),
+                   help="each later align cycle's connector: as initialised (fresh, the default) or kept")
     s.add_argument("--align-question-option-fraction", type=float,
                    help="share of those own questions asked as evaluation asks them in option mode, answered "
                         "with the letter alone (default 0; with the reason share at most 1)")

@@ -569,6 +569,10 @@ def test_foundation_rejects_bad_settings(tmp_path):
         build_foundation(tmp_path, FoundationConfig(align_induction_fraction=1.5))
     with pytest.raises(ConfigError, match="align_object_warmup must be positive"):
         build_foundation(tmp_path, FoundationConfig(align_object_warmup=-1))
+    with pytest.raises(ConfigError, match="align_cycles must be positive, got 0"):
+        build_foundation(tmp_path, FoundationConfig(align_cycles=0))
+    with pytest.raises(ConfigError, match="align_cycle_connector must be 'fresh' or 'keep', got 'new'"):
+        build_foundation(tmp_path, FoundationConfig(align_cycle_connector="new"))
     with pytest.raises(ConfigError, match="align_object_weight must be >= 0"):
         build_foundation(tmp_path, FoundationConfig(align_object_weight=-0.5))
     with pytest.raises(ConfigError, match="vision_position_weight must be >= 0"):
@@ -759,3 +763,46 @@ def test_own_question_with_the_trace_states_what_the_frames_show_before_the_answ
             assert sum(turn["value"] == long for turn in conv) == 1
             seen += 1
     assert seen >= 8
+
+
+@pytest.mark.parametrize("connector", ["fresh", "keep"])
+def test_align_in_two_cycles_restarts_the_connector_and_resumes_between_and_within_cycles(toy_foundation, tmp_path,
+                                                                                          connector):
+    """Two align cycles: the second starts from the connector as initialised ("fresh") or as the first
+    left it ("keep"), with the first cycle's LLM; the first cycle's numbers are recorded; a resume
+    from the checkpoint between the cycles and from one within the second ends with the same weights."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "f"
+    shutil.copytree(toy_foundation, out)
+    shutil.rmtree(out / "model"); shutil.rmtree(out / "align"); (out / "foundation.json").unlink()
+    cfg = FoundationConfig(**dict(TOY, align_cycles=2, align_cycle_connector=connector, align_object_warmup=2,
+                                  save_every=100))  # only the checkpoint between the cycles
+    build_foundation(out, cfg, part="align")
+    m = json.loads((out / "metrics.json").read_text())["align"]
+    assert m["steps"] == 8 and len(m["cycles"]) == 1 and "grounded_acc_matched" in m["cycles"][0]
+    assert m["settings"]["align_cycles"] == 2 and m["settings"]["align_cycle_connector"] == connector
+    init = load_file(out / "init" / "model.safetensors")
+    st = torch.load(out / "align" / "checkpoint.pt", weights_only=True)
+    assert (st["cycle"], st["step"]) == (1, 0)
+    same = [torch.equal(v, init["connector." + k[len("connector."):]]) for k, v in st["model"].items()
+            if k.startswith("connector.")]
+    assert all(same) if connector == "fresh" else not all(same)
+    assert any(not torch.equal(v, init[k]) for k, v in st["model"].items() if k.startswith("language_model."))
+    whole = load_file(out / "model" / "model.safetensors")
+    assert any(not torch.equal(whole[k], st["model"][k]) for k in whole if k.startswith("connector."))
+
+    shutil.rmtree(out / "model"); (out / "foundation.json").unlink()
+    build_foundation(out, cfg, part="align")  # resumes between the cycles
+    again = load_file(out / "model" / "model.safetensors")
+    assert all(torch.equal(whole[k], again[k]) for k in whole)
+
+    shutil.rmtree(out / "model"); shutil.rmtree(out / "align"); (out / "foundation.json").unlink()
+    cfg.save_every = 2  # a checkpoint within each cycle too: the last one is the second cycle's step 2
+    build_foundation(out, cfg, part="align")
+    assert torch.load(out / "align" / "checkpoint.pt", weights_only=True)["cycle"] == 1
+    shutil.rmtree(out / "model"); (out / "foundation.json").unlink()
+    build_foundation(out, cfg, part="align")
+    again = load_file(out / "model" / "model.safetensors")
+    assert all(torch.equal(whole[k], again[k]) for k in whole)
+    assert json.loads((out / "metrics.json").read_text())["align"]["cycles"] == m["cycles"]

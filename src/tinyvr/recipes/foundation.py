@@ -25,6 +25,9 @@ splits is used):
    with the language part's examples so the look-up skill survives. Long captions alone teach the
    text prior first: after the demo's 63 caption steps the loss with the right clip and with
    another clip is the same.
+   `align_cycles` runs this part more than once, the LLM carried on, each cycle with its own
+   connector warm-up, object head, learning-rate schedule and draws, and (by default) the connector
+   as initialised.
    Writes `<out>/model`, an HF-style model folder the demo's stages start from, and
    `<out>/foundation.json` (settings, final metrics, sha256 of the weights).
 
@@ -68,7 +71,8 @@ PART_SETTINGS = {  # the FoundationConfig fields each part trains with (recorded
                                         "align_grounded_fraction",
                                         "align_choice_fraction", "align_reason_fraction", "align_question_fraction",
                                         "align_question_reason_fraction", "align_question_option_fraction",
-                                        "align_question_trace", "align_object_weight", "align_object_warmup"),
+                                        "align_question_trace", "align_object_weight", "align_object_warmup",
+                                        "align_cycles", "align_cycle_connector"),
 }
 
 
@@ -127,6 +131,11 @@ class FoundationConfig:
     # connector that no longer changes under it (at weight 1 from a random connector the reason-form
     # answers fell, item 35)
     align_object_warmup: int = 0
+    # the align part run this many times over, each cycle as the first (its own warm-up, head, learning-rate
+    # schedule and draws), the LLM carried on. A second cycle with a fresh connector formed the one-letter
+    # answer from the video where one cycle of twice the steps had not (docs/tiny-study.md, items 37-38)
+    align_cycles: int = 1
+    align_cycle_connector: str = "fresh"  # each later cycle's connector: "fresh" (as initialised) or "keep"
     # tokenizer of an earlier build's folder (init/ or model/) instead of one trained on the items' text:
     # its weights can then be continued after the generator's text changed
     tokenizer_from: str = ""
@@ -136,8 +145,8 @@ class FoundationConfig:
 
     def check(self) -> None:
         for name in ("items", "vision_steps", "vision_batch", "language_steps", "language_batch", "align_steps",
-                     "align_batch", "save_every", "eval_every", "align_object_warmup"):
-            if getattr(self, name) < 0 or (name.endswith(("batch", "eval_every")) and getattr(self, name) == 0):
+                     "align_batch", "save_every", "eval_every", "align_object_warmup", "align_cycles"):
+            if getattr(self, name) < 0 or (name.endswith(("batch", "eval_every", "cycles")) and getattr(self, name) == 0):
                 raise ConfigError(f"foundation.{name} must be positive, got {getattr(self, name)}")
         bad = [f for f in self.binding_formats if f not in BINDING_FORMATS]
         if bad or not self.binding_formats:
@@ -151,6 +160,9 @@ class FoundationConfig:
                      "align_question_option_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"foundation.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.align_cycle_connector not in ("fresh", "keep"):
+            raise ConfigError(f"foundation.align_cycle_connector must be 'fresh' or 'keep', "
+                              f"got {self.align_cycle_connector!r}")
         if self.align_object_weight < 0:
             raise ConfigError(f"foundation.align_object_weight must be >= 0, got {self.align_object_weight}")
         if self.vision_position_weight < 0:
@@ -717,14 +729,10 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
             model.vision_features(torch.stack([clip_pixels(cand, processor)[0] for _, cand in items[i:i + 32]]))
             for i in range(0, len(items), 32)])
     n_va = max(1, len(items) // 10)  # held-out clips: caption loss with the right and another clip
-    params = [p for p in model.parameters() if p.requires_grad]
-    head = None  # the object head, only when it is trained (a build without it keeps its old checkpoints)
+    head, objects = None, None  # the object head, only when it is trained (older builds keep their checkpoints)
     if cfg.align_object_weight or cfg.align_object_warmup:
-        torch.manual_seed(cfg.seed)
-        head = ObjectHead(model.config.text_config.hidden_size)
         objects = [object_facts(cand, processor.num_frames) for _, cand in items]
-        params += list(head.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.align_lr, weight_decay=0.0, betas=(0.9, 0.98))
+    fresh_connector = {k: v.clone() for k, v in model.connector.state_dict().items()}
     warm, decay_from = max(1, cfg.align_steps // 20), int(cfg.align_steps * 0.8)
 
     def lr_factor(s: int) -> float:  # warm-up, constant, cosine to 10% over the last fifth
@@ -733,18 +741,29 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
         p = max(0.0, (s - decay_from) / max(1, cfg.align_steps - decay_from))
         return 0.1 + 0.45 * (1 + math.cos(math.pi * p))
 
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
-    rng = random.Random(cfg.seed + 1)
-    ckpt, start, warmed = out / "align" / "checkpoint.pt", 0, None
+    def new_cycle():
+        """A cycle's own head (seeded), optimizer, schedule and draws: every cycle starts as the first did."""
+        nonlocal head
+        params = [p for p in model.parameters() if p.requires_grad]
+        if objects is not None:
+            torch.manual_seed(cfg.seed)
+            head = ObjectHead(model.config.text_config.hidden_size)
+            params += list(head.parameters())
+        opt = torch.optim.AdamW(params, lr=cfg.align_lr, weight_decay=0.0, betas=(0.9, 0.98))
+        return params, opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_factor), random.Random(cfg.seed + 1)
+
+    params, opt, sched, rng = new_cycle()
+    ckpt, cycle, start, warmed, done = out / "align" / "checkpoint.pt", 0, 0, None, []
     if ckpt.is_file():
         st = torch.load(ckpt, weights_only=True)
+        cycle, done = st.get("cycle", 0), st.get("cycles_done", [])
+        if cycle:
+            params, opt, sched, rng = new_cycle()
         model.load_state_dict(st["model"]); opt.load_state_dict(st["opt"]); sched.load_state_dict(st["sched"])
         if head is not None:
             head.load_state_dict(st["object_head"])
         rng.setstate(st["rng"]); start, warmed = st["step"], st.get("object_warmup")
-        info(f"align: resumed at step {start}")
-    elif cfg.align_object_warmup:  # (repeated whole after a crash within it: it is short and seeded)
-        warmed = warm_connector(model, head, feats, objects, n_va, cfg)
+        info(f"align: resumed at cycle {cycle + 1} step {start}")
 
     grounded = [grounded_questions(cand, processor.num_frames) for _, cand in items]
     held_out = {"choice_": [with_options(grounded[j], random.Random(j)) for j in range(n_va)],  # fixed options
@@ -806,34 +825,53 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
     formats, pool = tuple(cfg.binding_formats), option_pool(records)
     induction = cfg.induction_fraction if cfg.align_induction_fraction is None else cfg.align_induction_fraction
     t0, loss = time.time(), float("nan")
-    for step in range(start, cfg.align_steps):
-        idx = [n_va + rng.randrange(len(items) - n_va) for _ in range(cfg.align_batch)] if len(items) > n_va else [0]
-        video = encode([align_conversation(rng, records[i], grounded[i], cfg) for i in idx], idx)
-        text = language_batch(rng, records, processor.tokenizer, cfg.align_batch, induction, formats, pool)
-        loss = sliced_backward(model, video)  # the video loss and the language replay's, added
-        if cfg.align_object_weight:  # up to 8 objects per clip, drawn from the align rng
-            facts = [rng.sample(objects[i], min(8, len(objects[i]))) for i in idx]
-            keep = [j for j, f in enumerate(facts) if f]
-            if keep:
-                obj_loss = object_loss(model, head, feats[[idx[j] for j in keep]], [facts[j] for j in keep])[0]
-                (cfg.align_object_weight * obj_loss).backward()
-        sliced_backward(model.language_model, text, hist)
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.align_steps:
-            acc = _recent_accuracy(hist, 800)
-            info(f"align step {step + 1}/{cfg.align_steps} video loss {loss:.3f} held-out {evaluate()} "
-                 f"language accuracy {acc} {time.time() - t0:.0f}s")
-        elif (step + 1) % PROGRESS_EVERY == 0:
-            _progress("align", step + 1 - start, step + 1, cfg.align_steps, loss, t0)
-        if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < cfg.align_steps:
-            _save_checkpoint(ckpt, {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                                    "rng": rng.getstate(), "step": step + 1,
-                                    **({"object_head": head.state_dict()} if head is not None else {}),
-                                    **({"object_warmup": warmed} if warmed else {})})
+    name = "align" if cfg.align_cycles == 1 else "align cycle {}/" + str(cfg.align_cycles)
+    while cycle < cfg.align_cycles:
+        part = name.format(cycle + 1)
+        if start == 0 and cfg.align_object_warmup:  # (repeated whole after a crash within it: short, seeded)
+            warmed = warm_connector(model, head, feats, objects, n_va, cfg)
+        for step in range(start, cfg.align_steps):
+            idx = [n_va + rng.randrange(len(items) - n_va) for _ in range(cfg.align_batch)] if len(items) > n_va else [0]
+            video = encode([align_conversation(rng, records[i], grounded[i], cfg) for i in idx], idx)
+            text = language_batch(rng, records, processor.tokenizer, cfg.align_batch, induction, formats, pool)
+            loss = sliced_backward(model, video)  # the video loss and the language replay's, added
+            if cfg.align_object_weight:  # up to 8 objects per clip, drawn from the align rng
+                facts = [rng.sample(objects[i], min(8, len(objects[i]))) for i in idx]
+                keep = [j for j, f in enumerate(facts) if f]
+                if keep:
+                    obj_loss = object_loss(model, head, feats[[idx[j] for j in keep]], [facts[j] for j in keep])[0]
+                    (cfg.align_object_weight * obj_loss).backward()
+            sliced_backward(model.language_model, text, hist)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
+            last = step + 1 == cfg.align_steps
+            if (step + 1) % cfg.eval_every == 0 or last:
+                res = evaluate()
+                info(f"{part} step {step + 1}/{cfg.align_steps} video loss {loss:.3f} held-out {res} "
+                     f"language accuracy {_recent_accuracy(hist, 800)} {time.time() - t0:.0f}s")
+                if last and cycle + 1 < cfg.align_cycles:
+                    done.append(res)
+            elif (step + 1) % PROGRESS_EVERY == 0:
+                _progress(part, step + 1 - start, step + 1, cfg.align_steps, loss, t0)
+            if cfg.save_every and (step + 1) % cfg.save_every == 0 and not last:
+                _save_checkpoint(ckpt, {"model": model.state_dict(), "opt": opt.state_dict(),
+                                        "sched": sched.state_dict(), "rng": rng.getstate(), "step": step + 1,
+                                        "cycle": cycle, "cycles_done": done,
+                                        **({"object_head": head.state_dict()} if head is not None else {}),
+                                        **({"object_warmup": warmed} if warmed else {})})
+        cycle, start = cycle + 1, 0
+        if cycle < cfg.align_cycles:  # the next cycle: a fresh connector (or this one), head, schedule, draws
+            if cfg.align_cycle_connector == "fresh":
+                model.connector.load_state_dict(fresh_connector)
+            params, opt, sched, rng = new_cycle()
+            if cfg.save_every:  # a crash in the next cycle resumes here, not in the finished one
+                _save_checkpoint(ckpt, {"model": model.state_dict(), "opt": opt.state_dict(),
+                                        "sched": sched.state_dict(), "rng": rng.getstate(), "step": 0, "cycle": cycle,
+                                        "cycles_done": done,
+                                        **({"object_head": head.state_dict()} if head is not None else {})})
     model.requires_grad_(False)
-    return {**evaluate(), "video_loss": _last(loss), "steps": cfg.align_steps,
-            **({"object_warmup": warmed} if warmed else {}),
+    return {**evaluate(), "video_loss": _last(loss), "steps": cfg.align_steps * cfg.align_cycles,
+            **({"object_warmup": warmed} if warmed else {}), **({"cycles": done} if done else {}),
             **{f"{k}_acc": v for k, v in _recent_accuracy(hist, 800, 4).items()}}
 
 
