@@ -163,3 +163,5 @@ def test_the_shipped_foundation_recipe_is_a_valid_config():
     assert "enum" in cfg.binding_formats and cfg.align_question_reason_fraction > 0
     # the place objectives of items 35-36: without them the video tokens keep no place
     assert cfg.vision_position_weight > 0 and cfg.align_object_weight > 0 and cfg.align_object_warmup > 0
+    # item 38: the one-letter answer from the video forms in the second align cycle
+    assert cfg.align_cycles >= 2 and cfg.align_cycle_connector == "fresh"
