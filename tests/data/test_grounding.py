@@ -110,3 +110,53 @@ def test_with_options_in_reason_mode_states_the_answer_then_checks_the_options()
         k = "ABCDE".index(letter)
         check = "\n".join(f"{c}. {opts[c]}: {'yes' if c == letter else 'no'}" for c in "ABCDE"[:k + 1])
         assert ranswer == f"<think>The answer is {a}.\n{check}</think> <answer>{letter}</answer>"
+
+
+def test_motion_answers_agree_with_where_the_object_is_seen_in_the_two_frames():
+    """The move questions (asked only with motion=True, after the others) name the way the visible
+    part of the object went between the first and the last sampled frame, read from the rendered
+    object masks; every answer is one of the direction family's options."""
+    from tinyvr.data.synthetic.grounding import MOTION_KIND, motion_questions
+    from tinyvr.data.synthetic.questions import DIRECTION_OPTIONS
+
+    seen, agree, answers = 0, 0, set()
+    for index in range(40):
+        _, cand = generate_item(3, "foundation", index)
+        plain, moved = grounded_questions(cand), grounded_questions(cand, motion=True)
+        assert MOTION_KIND not in {k for k, _, _ in plain}
+        assert moved == plain + motion_questions(cand)
+        ids = sample_indices(cand.scene.num_frames, 8)
+        shapes = [o.shape for o in cand.scene.objects]
+        size = cand.scene.frame_size
+        for kind, question, answer in motion_questions(cand):
+            assert kind == MOTION_KIND and answer in DIRECTION_OPTIONS
+            shape = re.fullmatch(r"Which way does the (\w+) move from the start to the end\?", question).group(1)
+            i = shapes.index(shape)
+            (y0, x0), (y1, x1) = (np.argwhere(cand.view.labels(int(t)) == i).mean(0) for t in (ids[0], ids[-1]))
+            dx, dy = (x1 - x0) / size, (y1 - y0) / size
+            if answer == "it stays in place":
+                ok = max(abs(dx), abs(dy)) < 0.1
+            else:
+                along, across = (dx, dy) if answer in ("to the left", "to the right") else (dy, dx)
+                sign = 1 if answer in ("to the right", "downward") else -1
+                ok = sign * along > 0.1 and abs(along) > abs(across)
+            agree += ok
+            seen += 1
+            answers.add(answer)
+    assert seen >= 30 and agree >= 0.9 * seen  # the visible part's centre can differ from the object's
+    assert answers == set(DIRECTION_OPTIONS)
+
+
+def test_motion_questions_as_multiple_choice_offer_the_five_directions():
+    import random
+
+    from tinyvr.data.synthetic.grounding import MOTION_KIND, motion_questions, with_options
+    from tinyvr.data.synthetic.questions import DIRECTION_OPTIONS
+
+    for index in range(10):
+        _, cand = generate_item(3, "foundation", index)
+        qs = motion_questions(cand)
+        for (kind, q, a), (_, mc, letter) in zip(qs, with_options(qs, random.Random(index))):
+            options = re.findall(r"^[A-E]\. (.+)$", mc, flags=re.M)
+            assert kind == MOTION_KIND and sorted(options) == sorted(DIRECTION_OPTIONS)
+            assert options["ABCDE".index(letter)] == a

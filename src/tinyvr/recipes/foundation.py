@@ -51,7 +51,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tinyvr.data.synthetic.grounding import grounded_conversation, grounded_questions, object_facts, with_options
+from tinyvr.data.synthetic.grounding import (MOTION_KIND, grounded_conversation, grounded_questions, object_facts,
+                                              with_options)
 from tinyvr.data.synthetic.writer import format_problem
 from tinyvr.data.template import (ANSWER_SEP, ASSISTANT, OPTION_SUFFIX, REASON_SUFFIX, USER, checked_thinking,
                                   grpo_question, reasoned_answer)
@@ -72,7 +73,7 @@ PART_SETTINGS = {  # the FoundationConfig fields each part trains with (recorded
                                         "align_choice_fraction", "align_reason_fraction", "align_question_fraction",
                                         "align_question_reason_fraction", "align_question_option_fraction",
                                         "align_question_trace", "align_object_weight", "align_object_warmup",
-                                        "align_cycles", "align_cycle_connector"),
+                                        "align_cycles", "align_cycle_connector", "align_grounded_motion"),
 }
 
 
@@ -120,6 +121,11 @@ class FoundationConfig:
     # those reason-form answers think with the item's whole trace (what the frames show, then the
     # stated answer and the check) instead of the stated answer alone: the cold start's format
     align_question_trace: bool = False
+    # grounded questions also ask which way each object went between the first and the last sampled
+    # frame (`grounding.motion_questions`): the reading of the dataset's questions, not the letter
+    # look-up, bounds reason and option mode (item 38), and direction, order and compare need two
+    # frames compared, which the one-frame colour and place questions never ask
+    align_grounded_motion: bool = False
     # weight of an object objective on the connector's output during align: a small head, the object's
     # shape as its query over one frame's latents, names the object's region (nine) and colour. The
     # align text alone never makes the connector keep place, even from a tower that has it; place
@@ -765,10 +771,12 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
         rng.setstate(st["rng"]); start, warmed = st["step"], st.get("object_warmup")
         info(f"align: resumed at cycle {cycle + 1} step {start}")
 
-    grounded = [grounded_questions(cand, processor.num_frames) for _, cand in items]
+    grounded = [grounded_questions(cand, processor.num_frames, motion=cfg.align_grounded_motion) for _, cand in items]
     held_out = {"choice_": [with_options(grounded[j], random.Random(j)) for j in range(n_va)],  # fixed options
                 # the place questions alone: the look-up a tower without place cannot serve (item 35)
                 "where_": [[q for q in grounded[j] if q[0].startswith("where")] for j in range(n_va)]}
+    if cfg.align_grounded_motion:  # the motion questions alone (clips without one are skipped)
+        held_out["move_"] = [[q for q in grounded[j] if q[0] == MOTION_KIND] for j in range(n_va)]
     if cfg.align_reason_fraction:
         held_out["reason_"] = [with_options(grounded[j], random.Random(j), reason=True) for j in range(n_va)]
     if cfg.align_question_fraction:
@@ -806,10 +814,10 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
                     tot += model(**b).loss.item() * t
                     cnt += t
                     idx = [j for j in idx if grounded[j]]
-                    for kind, qs in (("", [grounded[j] for j in idx]),
-                                     *((k, [v[j] for j in idx]) for k, v in held_out.items())):
-                        if idx:
-                            r, n = answers_right(model, encode([grounded_conversation(q) for q in qs], idx, shift))
+                    for kind, v in (("", grounded), *held_out.items()):
+                        sub = [j for j in idx if v[j]]
+                        if sub:
+                            r, n = answers_right(model, encode([grounded_conversation(v[j]) for j in sub], sub, shift))
                             right[kind], asked[kind] = right[kind] + r, asked[kind] + n
                 res[f"first_sentence_loss_{name}"] = round(tot / max(1, cnt), 4)
                 # the object head on held-out clips (when trained): does the connector keep place?

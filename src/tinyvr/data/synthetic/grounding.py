@@ -1,7 +1,9 @@
 """Grounded questions: short look-ups into one clip, straight from the scene's ground truth.
 
 Each question names one object by its shape (shapes are unique within a scene) and asks its colour
-or its place (one of nine regions) at the first or the last frame a model samples. They are the
+or its place (one of nine regions) at the first or the last frame a model samples; with `motion`,
+also which way it went between those two frames (the direction family's answers), the first
+perception step that needs two frames compared. They are the
 perception steps the QA families build on ("What colour is the circle at the start?"), many per
 clip, so a from-scratch model gets several supervised look-ups per clip instead of one letter
 (docs/tiny-study.md, item 18). Only objects at least `min_visible` visible in that frame are asked
@@ -13,14 +15,16 @@ from __future__ import annotations
 
 import random
 
-from tinyvr.data.synthetic.questions import Candidate
+from tinyvr.data.synthetic.questions import DIRECTION_OPTIONS, Candidate
 from tinyvr.data.synthetic.scene import COLOURS, SHAPES, sample_indices
 from tinyvr.data.synthetic.text import region
 from tinyvr.data.synthetic.writer import LETTERS, NUM_OPTIONS, format_problem
 from tinyvr.data.template import OPTION_SUFFIX, REASON_SUFFIX, checked_thinking, reasoned_answer
 
 KINDS = ("colour_start", "where_start", "colour_end", "where_end")
+MOTION_KIND = "move"
 REGIONS = tuple(region(x, y, 3) for y in (0.5, 1.5, 2.5) for x in (0.5, 1.5, 2.5))
+STILL, MOVED, DOMINANT = 0.05, 0.15, 2.0  # net motion, in frame sizes: below STILL it stays in place
 
 
 def visible_objects(cand: Candidate, frame: int, min_visible: float = 0.6):
@@ -34,15 +38,43 @@ def visible_objects(cand: Candidate, frame: int, min_visible: float = 0.6):
             yield i, obj.shape, tr.colour[frame][i], region(float(x), float(y), sc.frame_size)
 
 
-def grounded_questions(cand: Candidate, num_frames: int = 8, min_visible: float = 0.6) -> list[tuple[str, str, str]]:
+def grounded_questions(cand: Candidate, num_frames: int = 8, min_visible: float = 0.6,
+                       motion: bool = False) -> list[tuple[str, str, str]]:
     """[(kind, question, answer)] for every well visible object at the first and the last of the
-    `num_frames` uniformly sampled frames; kinds as in KINDS."""
+    `num_frames` uniformly sampled frames; kinds as in KINDS, and with `motion` the questions of
+    `motion_questions` after them."""
     ids = sample_indices(cand.scene.num_frames, num_frames)
     out = []
     for when, t in (("start", int(ids[0])), ("end", int(ids[-1]))):
         for _, shape, colour, place in visible_objects(cand, t, min_visible):
             out.append((f"colour_{when}", f"What colour is the {shape} at the {when}?", colour))
             out.append((f"where_{when}", f"Where is the {shape} at the {when}?", place))
+    return out + (motion_questions(cand, num_frames, min_visible) if motion else [])
+
+
+def motion_questions(cand: Candidate, num_frames: int = 8, min_visible: float = 0.6) -> list[tuple[str, str, str]]:
+    """[(MOTION_KIND, question, answer)] for every object well visible at the first and the last
+    sampled frame whose net motion between them is clear: less than STILL frame sizes ("it stays in
+    place"), or at least MOVED along one axis and DOMINANT times the other (left, right, up, down).
+    Objects in between are not asked about: their answer would be a judgement call."""
+    ids = sample_indices(cand.scene.num_frames, num_frames)
+    t0, t1 = int(ids[0]), int(ids[-1])
+    at_end = {i for i, *_ in visible_objects(cand, t1, min_visible)}
+    size = cand.scene.frame_size
+    out = []
+    for i, shape, _, _ in visible_objects(cand, t0, min_visible):
+        if i not in at_end:
+            continue
+        dx, dy = (float(v) / size for v in cand.track.pos[t1, i] - cand.track.pos[t0, i])
+        if max(abs(dx), abs(dy)) < STILL:
+            answer = "it stays in place"
+        elif abs(dx) >= MOVED and abs(dx) >= DOMINANT * abs(dy):
+            answer = "to the right" if dx > 0 else "to the left"
+        elif abs(dy) >= MOVED and abs(dy) >= DOMINANT * abs(dx):
+            answer = "downward" if dy > 0 else "upward"
+        else:
+            continue
+        out.append((MOTION_KIND, f"Which way does the {shape} move from the start to the end?", answer))
     return out
 
 
@@ -73,7 +105,8 @@ def with_options(questions: list[tuple[str, str, str]], rng: random.Random,
     out = []
     for kind, q, a in questions:
         seen = [x for k, _, x in questions if k == kind and x != a]
-        rest = [x for x in (COLOURS if kind.startswith("colour") else REGIONS) if x != a and x not in seen]
+        vocab = COLOURS if kind.startswith("colour") else DIRECTION_OPTIONS if kind == MOTION_KIND else REGIONS
+        rest = [x for x in vocab if x != a and x not in seen]
         rng.shuffle(seen)
         rng.shuffle(rest)
         wrong = list(dict.fromkeys(seen + rest))[:NUM_OPTIONS - 1]
