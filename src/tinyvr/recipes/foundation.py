@@ -138,8 +138,8 @@ class FoundationConfig:
     # answers fell, item 35)
     align_object_warmup: int = 0
     # the align part run this many times over, each cycle as the first (its own warm-up, head, learning-rate
-    # schedule and draws), the LLM carried on. A second cycle with a fresh connector formed the one-letter
-    # answer from the video where one cycle of twice the steps had not (docs/tiny-study.md, items 37-38)
+    # schedule and draws), the LLM carried on. A second cycle, with the connector fresh or kept, formed the
+    # one-letter answer from the video where one cycle of twice the steps had not (docs/tiny-study.md, item 38)
     align_cycles: int = 1
     align_cycle_connector: str = "fresh"  # each later cycle's connector: "fresh" (as initialised) or "keep"
     # tokenizer of an earlier build's folder (init/ or model/) instead of one trained on the items' text:
