@@ -832,7 +832,13 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
     hist: dict[str, list[float]] = {"induction": [], "binding": [], "enum": []}
     formats, pool = tuple(cfg.binding_formats), option_pool(records)
     induction = cfg.induction_fraction if cfg.align_induction_fraction is None else cfg.align_induction_fraction
-    t0, loss = time.time(), float("nan")
+    def save(step: int) -> None:
+        _save_checkpoint(ckpt, {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                                "rng": rng.getstate(), "step": step, "cycle": cycle, "cycles_done": done,
+                                **({"object_head": head.state_dict()} if head is not None else {}),
+                                **({"object_warmup": warmed} if warmed and step else {})})
+
+    t0, loss, res = time.time(), float("nan"), None
     name = "align" if cfg.align_cycles == 1 else "align cycle {}/" + str(cfg.align_cycles)
     while cycle < cfg.align_cycles:
         part = name.format(cycle + 1)
@@ -862,23 +868,17 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
             elif (step + 1) % PROGRESS_EVERY == 0:
                 _progress(part, step + 1 - start, step + 1, cfg.align_steps, loss, t0)
             if cfg.save_every and (step + 1) % cfg.save_every == 0 and not last:
-                _save_checkpoint(ckpt, {"model": model.state_dict(), "opt": opt.state_dict(),
-                                        "sched": sched.state_dict(), "rng": rng.getstate(), "step": step + 1,
-                                        "cycle": cycle, "cycles_done": done,
-                                        **({"object_head": head.state_dict()} if head is not None else {}),
-                                        **({"object_warmup": warmed} if warmed else {})})
+                save(step + 1)
         cycle, start = cycle + 1, 0
         if cycle < cfg.align_cycles:  # the next cycle: a fresh connector (or this one), head, schedule, draws
             if cfg.align_cycle_connector == "fresh":
                 model.connector.load_state_dict(fresh_connector)
             params, opt, sched, rng = new_cycle()
             if cfg.save_every:  # a crash in the next cycle resumes here, not in the finished one
-                _save_checkpoint(ckpt, {"model": model.state_dict(), "opt": opt.state_dict(),
-                                        "sched": sched.state_dict(), "rng": rng.getstate(), "step": 0, "cycle": cycle,
-                                        "cycles_done": done,
-                                        **({"object_head": head.state_dict()} if head is not None else {})})
+                save(0)
     model.requires_grad_(False)
-    return {**evaluate(), "video_loss": _last(loss), "steps": cfg.align_steps * cfg.align_cycles,
+    # the last step's held-out check is the final one (the weights have not changed since)
+    return {**(res or evaluate()), "video_loss": _last(loss), "steps": cfg.align_steps * cfg.align_cycles,
             **({"object_warmup": warmed} if warmed else {}), **({"cycles": done} if done else {}),
             **{f"{k}_acc": v for k, v in _recent_accuracy(hist, 800, 4).items()}}
 
