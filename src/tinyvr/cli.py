@@ -108,7 +108,8 @@ FOUNDATION_FLAGS = ("seed", "items", "vision_steps", "vision_position_weight", "
                     "binding_formats", "induction_fraction", "language_init", "vision_init", "align_induction_fraction",
                     "align_grounded_fraction", "align_choice_fraction", "align_reason_fraction", "align_question_fraction",
                     "align_question_reason_fraction", "align_question_option_fraction",
-                    "align_question_trace", "align_object_weight", "align_object_warmup", "align_cycles", "align_cycle_connector", "align_grounded_motion", "tokenizer_from",
+                    "align_question_trace", "align_object_weight", "align_object_warmup", "align_cycles", "align_cycle_connector", "align_grounded_motion",
+                    "align_grounded_compare", "tokenizer_from",
                     "eval_every", "threads")
 
 
@@ -203,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--align-grounded-motion", action="store_true", default=None,
                    help="grounded questions also ask which way each object went between the first and the "
                         "last sampled frame")
+    s.add_argument("--align-grounded-compare", action="store_true", default=None,
+                   help="grounded questions also ask which object appears first and which moves farther, "
+                        "where the answer is clear")
     s.add_argument("--align-question-option-fraction", type=float,
                    help="share of those own questions asked as evaluation asks them in option mode, answered "
                         "with the letter alone (default 0; with the reason share at most 1)")

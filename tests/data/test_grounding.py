@@ -160,3 +160,66 @@ def test_motion_questions_as_multiple_choice_offer_the_five_directions():
             options = re.findall(r"^[A-E]\. (.+)$", mc, flags=re.M)
             assert kind == MOTION_KIND and sorted(options) == sorted(DIRECTION_OPTIONS)
             assert options["ABCDE".index(letter)] == a
+
+
+def _masks(cand, ids):
+    """(sampled frame, object) -> the rendered pixels where the object is seen."""
+    return [[cand.view.labels(int(t)) == i for i in range(len(cand.scene.objects))] for t in ids]
+
+
+def test_compare_answers_agree_with_the_rendered_masks():
+    """The first and farther questions (asked only with compare=True, last) name the object whose
+    rendered mask shows up first among the objects the question names, and the one whose mask's
+    centre travels farthest through the sampled frames; both kinds occur, every named shape is in
+    the clip, and the answer is one of them."""
+    from tinyvr.data.synthetic.grounding import FARTHER_KIND, FIRST_KIND, compare_questions
+
+    agree, asked = {FIRST_KIND: 0, FARTHER_KIND: 0}, {FIRST_KIND: 0, FARTHER_KIND: 0}
+    for index in range(120):
+        _, cand = generate_item(3, "foundation", index)
+        qs = compare_questions(cand)
+        assert grounded_questions(cand, motion=True, compare=True) == grounded_questions(cand, motion=True) + qs
+        if not qs:
+            continue
+        ids = sample_indices(cand.scene.num_frames, 8)
+        masks = _masks(cand, ids)
+        shapes = [o.shape for o in cand.scene.objects]
+        for kind, question, answer in qs:
+            named = re.findall(r"the (\w+)", question)
+            assert len(named) >= 2 and set(named) <= set(shapes) and answer[len("the "):] in named
+            objs = [shapes.index(s) for s in named]
+            if kind == FIRST_KIND:
+                area = {i: [int(m[i].sum()) for m in masks] for i in objs}
+                # the first sampled frame where half of the object's largest seen area shows
+                first = {i: next(k for k, a in enumerate(area[i]) if a >= 0.5 * max(area[i])) for i in objs}
+                best = min(first.values())
+                ok = [i for i in objs if first[i] == best] == [shapes.index(answer[4:])]
+            else:
+                def path(i):
+                    c = [np.argwhere(m[i]).mean(0) for m in masks if m[i].any()]
+                    return float(np.linalg.norm(np.diff(np.array(c), axis=0), axis=1).sum())
+                ok = max(objs, key=path) == shapes.index(answer[4:])
+            agree[kind] += ok
+            asked[kind] += 1
+    assert min(asked.values()) >= 10, asked
+    assert all(agree[k] >= 0.9 * asked[k] for k in asked), (agree, asked)
+
+
+def test_compare_questions_as_multiple_choice_offer_every_shape_and_the_same_option():
+    import random
+    from collections import Counter
+
+    from tinyvr.data.synthetic.grounding import SAME, compare_questions, with_options
+    from tinyvr.data.synthetic.scene import SHAPES
+
+    letters = Counter()
+    for index in range(120):
+        _, cand = generate_item(3, "foundation", index)
+        qs = compare_questions(cand)
+        for (kind, q, a), (k2, mc, letter) in zip(qs, with_options(qs, random.Random(index))):
+            options = re.findall(r"^[A-E]\. (.+)$", mc, flags=re.M)
+            assert k2 == kind and mc.startswith(q + "\nOptions:\n")
+            assert sorted(options) == sorted([f"the {s}" for s in SHAPES] + [SAME[kind]])
+            assert options["ABCDE".index(letter)] == a
+            letters[letter] += 1
+    assert sum(letters.values()) >= 30 and set(letters) == set("ABCD") | {"E"}

@@ -808,26 +808,29 @@ def test_align_in_two_cycles_restarts_the_connector_and_resumes_between_and_with
     assert json.loads((out / "metrics.json").read_text())["align"]["cycles"] == m["cycles"]
 
 
-def test_align_with_motion_questions_trains_and_scores_them(toy_foundation, tmp_path):
-    """align_grounded_motion: the move questions are in the align turns and get their own held-out
-    score; without it the build has no such score (the default's draws and numbers are unchanged)."""
+def test_align_with_motion_and_compare_questions_trains_and_scores_them(toy_foundation, tmp_path):
+    """align_grounded_motion and align_grounded_compare: the move and the object questions are in the
+    align turns and get their own held-out scores; without them the build has no such scores (the
+    default's draws and numbers are unchanged)."""
     from tinyvr.data.synthetic.grounding import MOTION_KIND, grounded_questions
     from tinyvr.recipes.foundation import align_conversation
 
-    cfg = FoundationConfig(**dict(TOY, align_grounded_motion=True, align_grounded_fraction=1.0, align_choice_fraction=0.0))
+    cfg = FoundationConfig(**dict(TOY, align_grounded_motion=True, align_grounded_compare=True,
+                                  align_grounded_fraction=1.0, align_choice_fraction=0.0))
     asked = set()
-    for n, (record, cand) in enumerate(foundation_items(0, 16)):
-        grounded = grounded_questions(cand, 8, motion=True)
-        if any(k == MOTION_KIND for k, _, _ in grounded):
-            conv = align_conversation(random.Random(n), record, grounded, cfg)
-            asked |= {t["value"] for t in conv if "Which way does the" in t["value"]}
-    assert asked
+    for n, (record, cand) in enumerate(foundation_items(0, 40)):
+        grounded = grounded_questions(cand, 8, motion=True, compare=True)
+        conv = align_conversation(random.Random(n), record, grounded, cfg)
+        asked |= {t["value"].split()[1] for t in conv if t["value"].startswith(("Which way does the", "Which "))}
+    assert {"way", "appears", "moves"} <= asked
     out = tmp_path / "f"
     shutil.copytree(toy_foundation, out)
     shutil.rmtree(out / "model"); shutil.rmtree(out / "align"); (out / "foundation.json").unlink()
-    build_foundation(out, FoundationConfig(**dict(TOY, align_grounded_motion=True)), part="align")
+    build_foundation(out, FoundationConfig(**dict(TOY, align_grounded_motion=True, align_grounded_compare=True)),
+                     part="align")
     m = json.loads((out / "metrics.json").read_text())["align"]
-    assert m["settings"]["align_grounded_motion"] is True
-    assert 0.0 <= m["grounded_move_acc_matched"] <= 1.0 and 0.0 <= m["grounded_move_acc_mismatched"] <= 1.0
+    assert m["settings"]["align_grounded_motion"] is True and m["settings"]["align_grounded_compare"] is True
+    for kind in ("move", "compare"):
+        assert 0.0 <= m[f"grounded_{kind}_acc_matched"] <= 1.0 and 0.0 <= m[f"grounded_{kind}_acc_mismatched"] <= 1.0
     base = json.loads((toy_foundation / "metrics.json").read_text())["align"]
-    assert "grounded_move_acc_matched" not in base
+    assert "grounded_move_acc_matched" not in base and "grounded_compare_acc_matched" not in base

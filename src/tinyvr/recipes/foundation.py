@@ -51,8 +51,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tinyvr.data.synthetic.grounding import (MOTION_KIND, grounded_conversation, grounded_questions, object_facts,
-                                              with_options)
+from tinyvr.data.synthetic.grounding import (MOTION_KIND, OBJECT_KINDS, grounded_conversation, grounded_questions,
+                                              object_facts, with_options)
 from tinyvr.data.synthetic.writer import format_problem
 from tinyvr.data.template import (ANSWER_SEP, ASSISTANT, OPTION_SUFFIX, REASON_SUFFIX, USER, checked_thinking,
                                   grpo_question, reasoned_answer)
@@ -73,7 +73,8 @@ PART_SETTINGS = {  # the FoundationConfig fields each part trains with (recorded
                                         "align_choice_fraction", "align_reason_fraction", "align_question_fraction",
                                         "align_question_reason_fraction", "align_question_option_fraction",
                                         "align_question_trace", "align_object_weight", "align_object_warmup",
-                                        "align_cycles", "align_cycle_connector", "align_grounded_motion"),
+                                        "align_cycles", "align_cycle_connector", "align_grounded_motion",
+                                        "align_grounded_compare"),
 }
 
 
@@ -126,6 +127,9 @@ class FoundationConfig:
     # look-up, bounds reason and option mode (item 38), and direction, order and compare need two
     # frames compared, which the one-frame colour and place questions never ask
     align_grounded_motion: bool = False
+    # and which of the clip's objects appears first and which moves farther (`compare_questions`,
+    # asked only where the answer is clear): the order and compare families, read worst (item 38)
+    align_grounded_compare: bool = False
     # weight of an object objective on the connector's output during align: a small head, the object's
     # shape as its query over one frame's latents, names the object's region (nine) and colour. The
     # align text alone never makes the connector keep place, even from a tower that has it; place
@@ -771,12 +775,15 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
         rng.setstate(st["rng"]); start, warmed = st["step"], st.get("object_warmup")
         info(f"align: resumed at cycle {cycle + 1} step {start}")
 
-    grounded = [grounded_questions(cand, processor.num_frames, motion=cfg.align_grounded_motion) for _, cand in items]
+    grounded = [grounded_questions(cand, processor.num_frames, motion=cfg.align_grounded_motion,
+                                   compare=cfg.align_grounded_compare) for _, cand in items]
     held_out = {"choice_": [with_options(grounded[j], random.Random(j)) for j in range(n_va)],  # fixed options
                 # the place questions alone: the look-up a tower without place cannot serve (item 35)
                 "where_": [[q for q in grounded[j] if q[0].startswith("where")] for j in range(n_va)]}
     if cfg.align_grounded_motion:  # the motion questions alone (clips without one are skipped)
         held_out["move_"] = [[q for q in grounded[j] if q[0] == MOTION_KIND] for j in range(n_va)]
+    if cfg.align_grounded_compare:  # the object questions alone, as one letter (clips without one are skipped)
+        held_out["compare_"] = [[q for q in held_out["choice_"][j] if q[0] in OBJECT_KINDS] for j in range(n_va)]
     if cfg.align_reason_fraction:
         held_out["reason_"] = [with_options(grounded[j], random.Random(j), reason=True) for j in range(n_va)]
     if cfg.align_question_fraction:

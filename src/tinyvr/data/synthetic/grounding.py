@@ -3,7 +3,9 @@
 Each question names one object by its shape (shapes are unique within a scene) and asks its colour
 or its place (one of nine regions) at the first or the last frame a model samples; with `motion`,
 also which way it went between those two frames (the direction family's answers), the first
-perception step that needs two frames compared. They are the
+perception step that needs two frames compared; with `compare`, which of the clip's objects appears
+first and which moves farther over the sampled frames (`compare_questions`), the order and compare
+families' look-ups, whose answer is an object. They are the
 perception steps the QA families build on ("What colour is the circle at the start?"), many per
 clip, so a from-scratch model gets several supervised look-ups per clip instead of one letter
 (docs/tiny-study.md, item 18). Only objects at least `min_visible` visible in that frame are asked
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
+
 from tinyvr.data.synthetic.questions import DIRECTION_OPTIONS, Candidate
 from tinyvr.data.synthetic.scene import COLOURS, SHAPES, sample_indices
 from tinyvr.data.synthetic.text import region
@@ -23,6 +27,12 @@ from tinyvr.data.template import OPTION_SUFFIX, REASON_SUFFIX, checked_thinking,
 
 KINDS = ("colour_start", "where_start", "colour_end", "where_end")
 MOTION_KIND = "move"
+FIRST_KIND, FARTHER_KIND = "first", "farther"
+OBJECT_KINDS = (FIRST_KIND, FARTHER_KIND)  # kinds whose answer is one of the clip's objects
+# the fifth option of an object question: four shapes at most, and the question is asked only when
+# one object is clearly first or farthest, so "at the same time" / "the same distance" is always wrong
+SAME = {FIRST_KIND: "they appear at the same time", FARTHER_KIND: "they move the same distance"}
+FARTHER = 1.6  # the farthest object's path over the sampled frames, at least this times every other one's
 REGIONS = tuple(region(x, y, 3) for y in (0.5, 1.5, 2.5) for x in (0.5, 1.5, 2.5))
 STILL, MOVED, DOMINANT = 0.05, 0.15, 2.0  # net motion, in frame sizes: below STILL it stays in place
 
@@ -39,17 +49,18 @@ def visible_objects(cand: Candidate, frame: int, min_visible: float = 0.6):
 
 
 def grounded_questions(cand: Candidate, num_frames: int = 8, min_visible: float = 0.6,
-                       motion: bool = False) -> list[tuple[str, str, str]]:
+                       motion: bool = False, compare: bool = False) -> list[tuple[str, str, str]]:
     """[(kind, question, answer)] for every well visible object at the first and the last of the
     `num_frames` uniformly sampled frames; kinds as in KINDS, and with `motion` the questions of
-    `motion_questions` after them."""
+    `motion_questions` after them, with `compare` those of `compare_questions` last."""
     ids = sample_indices(cand.scene.num_frames, num_frames)
     out = []
     for when, t in (("start", int(ids[0])), ("end", int(ids[-1]))):
         for _, shape, colour, place in visible_objects(cand, t, min_visible):
             out.append((f"colour_{when}", f"What colour is the {shape} at the {when}?", colour))
             out.append((f"where_{when}", f"Where is the {shape} at the {when}?", place))
-    return out + (motion_questions(cand, num_frames, min_visible) if motion else [])
+    return (out + (motion_questions(cand, num_frames, min_visible) if motion else [])
+            + (compare_questions(cand, num_frames, min_visible) if compare else []))
 
 
 def motion_questions(cand: Candidate, num_frames: int = 8, min_visible: float = 0.6) -> list[tuple[str, str, str]]:
@@ -78,6 +89,39 @@ def motion_questions(cand: Candidate, num_frames: int = 8, min_visible: float = 
     return out
 
 
+def _either(shapes: list[str]) -> str:
+    names = [f"the {s}" for s in sorted(shapes, key=SHAPES.index)]  # a fixed order: it tells nothing
+    return " or ".join(names) if len(names) == 2 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def compare_questions(cand: Candidate, num_frames: int = 8, min_visible: float = 0.6) -> list[tuple[str, str, str]]:
+    """[(kind, question, answer "the <shape>")], the question naming the objects it compares:
+    FIRST_KIND, asked when one object is well visible in a sampled frame before any other object is
+    seen at all (even 10% of it), about every object well visible in some sampled frame;
+    FARTHER_KIND, about the objects well visible in at least 3/4 of the sampled frames, asked when
+    one's path through the sampled frames is at least FARTHER times every other one's and at least
+    a third of the frame. Clips without a clear answer get no question."""
+    sc, tr, view = cand.scene, cand.track, cand.view
+    ids = [int(t) for t in sample_indices(sc.num_frames, num_frames)]
+    vis = np.array([view.visible(t) * tr.present[t] for t in ids])  # (sampled frame, object)
+    shapes = [o.shape for o in sc.objects]
+    out = []
+    seen = [i for i in range(len(shapes)) if (vis[:, i] >= min_visible).any()]
+    if len(seen) >= 2:
+        first = {i: int(np.argmax(vis[:, i] >= min_visible)) for i in seen}
+        a = min(seen, key=first.get)
+        if all(not (vis[:first[a] + 1, b] >= 0.1).any() for b in range(len(shapes)) if b != a):
+            out.append((FIRST_KIND, f"Which appears first: {_either([shapes[i] for i in seen])}?", f"the {shapes[a]}"))
+    steady = [i for i in range(len(shapes)) if (vis[:, i] >= min_visible).sum() >= 0.75 * len(ids)]
+    if len(steady) >= 2:
+        path = {i: float(np.linalg.norm(np.diff(tr.pos[ids, i], axis=0), axis=1).sum()) for i in steady}
+        a = max(steady, key=path.get)
+        if path[a] >= sc.frame_size / 3 and all(path[a] >= FARTHER * path[b] for b in steady if b != a):
+            out.append((FARTHER_KIND, f"Which moves farther: {_either([shapes[i] for i in steady])}?",
+                        f"the {shapes[a]}"))
+    return out
+
+
 def object_facts(cand: Candidate, num_frames: int = 8, min_visible: float = 0.6) -> list[tuple[int, int, int, int]]:
     """(sampled frame, shape index, region index, colour index) of every well visible object in each
     of the `num_frames` sampled frames: the targets of the align part's object head."""
@@ -99,16 +143,21 @@ def with_options(questions: list[tuple[str, str, str]], rng: random.Random,
     """The same questions as multiple choice: (kind, question + options + the option instruction,
     answer letter). Distractors are the answers of the clip's other questions of the same kind
     first (the other objects' colours or places, so naming any colour seen is not enough), then
-    other colours or regions; the answer's letter is uniform. `reason`: asked with the reasoning
+    other colours or regions; an object question (OBJECT_KINDS) offers every other shape and its SAME
+    option, so the objects it names are always among them. The answer's letter is uniform. `reason`: asked with the reasoning
     instruction, answered as the cold start answers: the answer stated, the option check, the letter
     (`reasoned_answer`)."""
     out = []
     for kind, q, a in questions:
-        seen = [x for k, _, x in questions if k == kind and x != a]
-        vocab = COLOURS if kind.startswith("colour") else DIRECTION_OPTIONS if kind == MOTION_KIND else REGIONS
-        rest = [x for x in vocab if x != a and x not in seen]
-        rng.shuffle(seen)
-        rng.shuffle(rest)
+        if kind in OBJECT_KINDS:  # the named objects, SAME and the absent shapes: always all four
+            seen, rest = [], [SAME[kind]] + [f"the {s}" for s in SHAPES if f"the {s}" != a]
+            rng.shuffle(rest)
+        else:
+            seen = [x for k, _, x in questions if k == kind and x != a]
+            vocab = COLOURS if kind.startswith("colour") else DIRECTION_OPTIONS if kind == MOTION_KIND else REGIONS
+            rest = [x for x in vocab if x != a and x not in seen]
+            rng.shuffle(seen)
+            rng.shuffle(rest)
         wrong = list(dict.fromkeys(seen + rest))[:NUM_OPTIONS - 1]
         k = rng.randrange(NUM_OPTIONS)
         options = wrong[:k] + [a] + wrong[k:]
