@@ -11,9 +11,9 @@ mkdir -p "$OUT"
 [ -f "$OUT/init/config.json" ] || cp -r "$F/model" "$OUT/init"
 TH=run.threads=${THREADS:-0}
 common=($TH run.seed=0 data.video_root="$DATA" data.eval_file= run.save_every=20)
-[ -f "$OUT/pretrain/model/DONE" ] || $T train pretrain --config configs/tiny/pretrain.yaml "${common[@]}" run.output_dir="$OUT/pretrain" \
+[ -f "$OUT/pretrain/model/model.safetensors" ] || $T train pretrain --config configs/tiny/pretrain.yaml "${common[@]}" run.output_dir="$OUT/pretrain" \
   model.init_from="$OUT/init" data.train_file="$DATA/pretrain.json" "model.trainable=[connector]"
-[ -f "$OUT/sft/model/DONE" ] || $T train sft --config configs/tiny/sft.yaml "${common[@]}" run.output_dir="$OUT/sft" \
+[ -f "$OUT/sft/model/model.safetensors" ] || $T train sft --config configs/tiny/sft.yaml "${common[@]}" run.output_dir="$OUT/sft" \
   model.init_from="$OUT/pretrain/model" data.train_file="$DATA/sft.json" optim.lr="$LR"
 M=$OUT/sft/model
 $T eval --model "$M" --task synthetic --data-root "$VAL" --split test --mode option --limit 500 $TH --out "$OUT/val-test-option"
