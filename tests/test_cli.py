@@ -165,3 +165,6 @@ def test_the_shipped_foundation_recipe_is_a_valid_config():
     assert cfg.vision_position_weight > 0 and cfg.align_object_weight > 0 and cfg.align_object_warmup > 0
     # item 38: the one-letter answer from the video forms in the second align cycle
     assert cfg.align_cycles >= 2 and cfg.align_cycle_connector == "fresh"
+    # item 39: the compare questions (place read better) and the own question in option form from cycle 2
+    assert cfg.align_grounded_compare and cfg.align_question_option_fraction == 0.0
+    assert cfg.align_later_question_option_fraction == 0.3

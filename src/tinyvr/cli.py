@@ -108,6 +108,7 @@ FOUNDATION_FLAGS = ("seed", "items", "vision_steps", "vision_position_weight", "
                     "binding_formats", "induction_fraction", "language_init", "vision_init", "align_induction_fraction",
                     "align_grounded_fraction", "align_choice_fraction", "align_reason_fraction", "align_question_fraction",
                     "align_question_reason_fraction", "align_question_option_fraction",
+                    "align_later_question_option_fraction",
                     "align_question_trace", "align_object_weight", "align_object_warmup", "align_cycles", "align_cycle_connector", "align_grounded_motion",
                     "align_grounded_compare", "tokenizer_from",
                     "eval_every", "threads")
@@ -210,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--align-question-option-fraction", type=float,
                    help="share of those own questions asked as evaluation asks them in option mode, answered "
                         "with the letter alone (default 0; with the reason share at most 1)")
+    s.add_argument("--align-later-question-option-fraction", type=float,
+                   help="that option-mode share from the second align cycle on (default: the same in every "
+                        "cycle)")
     s.add_argument("--align-question-trace", action="store_true", default=None,
                    help="answer those reason-form questions with the item's whole reasoning trace (what the "
                         "frames show first), as the cold start's samples do")

@@ -151,6 +151,35 @@ def test_own_question_in_option_form_is_the_option_mode_prompt_answered_with_the
         FoundationConfig(align_question_reason_fraction=0.6, align_question_option_fraction=0.5).check()
 
 
+def test_later_cycles_ask_the_own_question_in_option_form_only_from_the_second_cycle():
+    """align_later_question_option_fraction: cycle 1 keeps align_question_option_fraction (here 0, no
+    option-form own questions), the later cycles ask that share in option form; unset, every cycle is
+    the same. Out-of-range values and a reason + later share above 1 are refused by name."""
+    from tinyvr.data.synthetic.grounding import grounded_questions
+    from tinyvr.data.template import OPTION_SUFFIX
+    from tinyvr.recipes.foundation import align_conversation, cycle_mix
+
+    cfg = FoundationConfig(align_grounded_fraction=1.0, align_question_fraction=1.0,
+                           align_question_reason_fraction=0.5, align_later_question_option_fraction=0.5)
+    assert cycle_mix(cfg, 0) is cfg and cycle_mix(cfg, 1).align_question_option_fraction == 0.5
+    assert cycle_mix(cfg, 2).align_question_reason_fraction == 0.5
+    plain = FoundationConfig(align_question_option_fraction=0.2)
+    assert cycle_mix(plain, 1) is plain
+    letters = {0: 0, 1: 0}
+    for n, (record, cand) in enumerate(foundation_items(0, 16)):
+        grounded = grounded_questions(cand, 8)
+        for cycle in (0, 1):
+            for m in range(4):
+                conv = align_conversation(random.Random(10 * n + m), record, grounded, cycle_mix(cfg, cycle))
+                letters[cycle] += any(record["question"] in t["value"] and OPTION_SUFFIX in t["value"]
+                                      for t in conv[0::2])
+    assert letters[0] == 0 and letters[1] > 10
+    with pytest.raises(ConfigError, match="align_later_question_option_fraction must be in"):
+        FoundationConfig(align_later_question_option_fraction=1.5).check()
+    with pytest.raises(ConfigError, match=r"reason_fraction \+ align_later_question_option_fraction must be at most 1"):
+        FoundationConfig(align_question_reason_fraction=0.6, align_later_question_option_fraction=0.5).check()
+
+
 def test_binding_example_targets_the_letter_of_the_stated_option():
     from tinyvr.data.tokenizer import build_tiny_tokenizer
 
@@ -777,10 +806,13 @@ def test_align_in_two_cycles_restarts_the_connector_and_resumes_between_and_with
     shutil.copytree(toy_foundation, out)
     shutil.rmtree(out / "model"); shutil.rmtree(out / "align"); (out / "foundation.json").unlink()
     cfg = FoundationConfig(**dict(TOY, align_cycles=2, align_cycle_connector=connector, align_object_warmup=2,
+                                  align_later_question_option_fraction=0.5,
                                   save_every=100))  # only the checkpoint between the cycles
     build_foundation(out, cfg, part="align")
     m = json.loads((out / "metrics.json").read_text())["align"]
     assert m["steps"] == 8 and len(m["cycles"]) == 1 and "grounded_acc_matched" in m["cycles"][0]
+    # the later cycles' option-form own questions are scored from the first cycle on
+    assert "grounded_question_option_acc_matched" in m["cycles"][0] and "grounded_question_option_acc_matched" in m
     assert m["settings"]["align_cycles"] == 2 and m["settings"]["align_cycle_connector"] == connector
     init = load_file(out / "init" / "model.safetensors")
     st = torch.load(out / "align" / "checkpoint.pt", weights_only=True)
