@@ -108,8 +108,8 @@ FOUNDATION_FLAGS = ("seed", "items", "vision_steps", "vision_position_weight", "
                     "binding_formats", "induction_fraction", "language_init", "vision_init", "align_induction_fraction",
                     "align_grounded_fraction", "align_choice_fraction", "align_reason_fraction", "align_question_fraction",
                     "align_question_reason_fraction", "align_question_option_fraction",
-                    "align_later_question_option_fraction",
-                    "align_question_trace", "align_object_weight", "align_object_warmup", "align_cycles", "align_cycle_connector", "align_grounded_motion",
+                    "align_later_question_option_fraction", "align_question_trace", "align_object_weight",
+                    "align_object_warmup", "align_cycles", "align_cycle_connector", "align_grounded_motion",
                     "align_grounded_compare", "tokenizer_from",
                     "eval_every", "threads")
 

@@ -72,7 +72,8 @@ PART_SETTINGS = {  # the FoundationConfig fields each part trains with (recorded
                                         "align_grounded_fraction",
                                         "align_choice_fraction", "align_reason_fraction", "align_question_fraction",
                                         "align_question_reason_fraction", "align_question_option_fraction",
-                                        "align_later_question_option_fraction", "align_question_trace", "align_object_weight", "align_object_warmup",
+                                        "align_later_question_option_fraction", "align_question_trace",
+                                        "align_object_weight", "align_object_warmup",
                                         "align_cycles", "align_cycle_connector", "align_grounded_motion",
                                         "align_grounded_compare"),
 }

@@ -144,9 +144,9 @@ def with_options(questions: list[tuple[str, str, str]], rng: random.Random,
     answer letter). Distractors are the answers of the clip's other questions of the same kind
     first (the other objects' colours or places, so naming any colour seen is not enough), then
     other colours or regions; an object question (OBJECT_KINDS) offers every other shape and its SAME
-    option, so the objects it names are always among them. The answer's letter is uniform. `reason`: asked with the reasoning
-    instruction, answered as the cold start answers: the answer stated, the option check, the letter
-    (`reasoned_answer`)."""
+    option, so the objects it names are always among them. The answer's letter is uniform. `reason`:
+    asked with the reasoning instruction, answered as the cold start answers: the answer stated, the
+    option check, the letter (`reasoned_answer`)."""
     out = []
     for kind, q, a in questions:
         if kind in OBJECT_KINDS:  # the named objects, SAME and the absent shapes: always all four
