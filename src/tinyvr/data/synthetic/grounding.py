@@ -19,7 +19,7 @@ import random
 
 import numpy as np
 
-from tinyvr.data.synthetic.questions import DIRECTION_OPTIONS, Candidate
+from tinyvr.data.synthetic.questions import DIRECTION_OPTIONS, Candidate, path_length
 from tinyvr.data.synthetic.scene import COLOURS, SHAPES, sample_indices
 from tinyvr.data.synthetic.text import region
 from tinyvr.data.synthetic.writer import LETTERS, NUM_OPTIONS, format_problem
@@ -114,7 +114,7 @@ def compare_questions(cand: Candidate, num_frames: int = 8, min_visible: float =
             out.append((FIRST_KIND, f"Which appears first: {_either([shapes[i] for i in seen])}?", f"the {shapes[a]}"))
     steady = [i for i in range(len(shapes)) if (vis[:, i] >= min_visible).sum() >= 0.75 * len(ids)]
     if len(steady) >= 2:
-        path = {i: float(np.linalg.norm(np.diff(tr.pos[ids, i], axis=0), axis=1).sum()) for i in steady}
+        path = {i: path_length(tr, i, ids) for i in steady}  # as the compare family measures it
         a = max(steady, key=path.get)
         if path[a] >= sc.frame_size / 3 and all(path[a] >= FARTHER * path[b] for b in steady if b != a):
             out.append((FARTHER_KIND, f"Which moves farther: {_either([shapes[i] for i in steady])}?",

@@ -983,7 +983,7 @@ def fam_cause(rng: np.random.Generator, ctx: Ctx, plan: dict) -> Candidate | Non
     return Candidate(scene, track, view, QA("cause", f"{sub}_{cause}", q, ans, distractors, ev, check))
 
 
-def _path_length(track: Track, i: int, idx: np.ndarray) -> float:
+def path_length(track: Track, i: int, idx: np.ndarray) -> float:
     p = track.pos[idx, i]
     return float(np.linalg.norm(np.diff(p, axis=0), axis=1).sum())
 
@@ -1010,7 +1010,7 @@ def fam_compare(rng: np.random.Generator, ctx: Ctx, plan: dict) -> Candidate | N
     track, view = done
     for K in VERIFY_NUM_FRAMES:
         idx = sample_indices(T, K)
-        L = [_path_length(track, k, idx) for k in range(n)]
+        L = [path_length(track, k, idx) for k in range(n)]
         if sub == "fastest" and L[0] < 1.6 * max(L[1:]):
             return None
         if sub == "slowest" and min(L[1:]) < 1.6 * L[0]:
@@ -1046,7 +1046,7 @@ def fam_compare(rng: np.random.Generator, ctx: Ctx, plan: dict) -> Candidate | N
     distractors = (
         shuffled(rng, names[1:]) + ["none of them" if sub == "still" else same] + nonpresent_names(rng, ctx, scene, 3)
     )
-    L = [_path_length(track, k, sample_indices(T, 8)) for k in range(n)]
+    L = [path_length(track, k, sample_indices(T, 8)) for k in range(n)]
     ev = []
     for k in range(n):
         d = direction(*track.vel[0, k])
