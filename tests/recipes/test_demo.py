@@ -50,6 +50,13 @@ def test_demo_runs_every_stage_writes_results_and_report_reuses_them_and_adds_ab
     assert gain["coldstart"]["acc"] == results["coldstart"]["test_heldout"]["reason"]
     assert gain["r1_seed_accs"] == [results["r1"]["test_heldout"]["reason"]] and gain["beats_spread"] is None
     assert "## Does GRPO beat its cold start?" in md and "`tinyvr demo --seeds 3`" in md
+    # and sampled as the reference evaluates: R1's own 8 answers per held-out item, against the cold start's
+    sampled = gain["sampled"]
+    assert sampled["coldstart"] == head["pass@1"] and sampled["samples"] == 8 and sampled["beats_spread"] is None
+    r1_k8 = json.loads((out / "eval" / "r1" / "test_heldout-reason-k8" / "results.json").read_text())
+    assert sampled["r1_seed_accs"] == [r1_k8["sampling"]["pass@1"]]
+    assert [(c["seed"], c["items"]) for c in sampled["items"]] == [(0, 3)]
+    assert "**Sampled, as the reference evaluates**" in md and "seed 0: " in md
 
     # a second run reuses every finished stage and evaluation: same numbers, no retraining; with
     # --seeds 2, R1 is trained once more (seed 1) and the verdict gets a spread, without ablations
@@ -69,6 +76,10 @@ def test_demo_runs_every_stage_writes_results_and_report_reuses_them_and_adds_ab
     md = (out / "report.md").read_text()
     assert "Item by item against the cold start (3 items): seed 0: " in md and "; seed 1: " in md
     assert "(2 seeds)" in md and "## Ablations" not in md and "`tinyvr demo --seeds 3`" not in md
+    seed1_k8 = json.loads((out / "ablations" / "full-seed1" / "eval" / "test_heldout-reason-k8" / "results.json")
+                          .read_text())
+    assert gain["sampled"]["r1_seed_accs"] == [r1_k8["sampling"]["pass@1"], seed1_k8["sampling"]["pass@1"]]
+    assert gain["sampled"]["beats_spread"] == (gain["sampled"]["gain"] > gain["sampled"]["r1_std"])
 
     # --jobs 2: the same two GRPO runs side by side in worker processes, one thread each on this
     # 2-core machine, each logging to its own train.log; same numbers as one after the other
@@ -184,6 +195,44 @@ def test_item_changes_count_the_items_grpo_gained_and_lost_with_a_sign_test(tmp_
     write(tmp_path / "other", [1, 0, 1])
     with pytest.raises(TinyVRError, match="not those of"):
         item_changes(tmp_path / "cold", tmp_path / "other", seed=0)
+
+
+def test_sampled_verdict_pairs_each_seeds_items_with_the_cold_starts_and_compares_the_gain_with_the_spread(tmp_path):
+    import pytest
+
+    from tinyvr.errors import TinyVRError
+    from tinyvr.recipes.demo import _sampled_section, sampled_verdict
+
+    def write(name, right):  # right answers among 4 samples, item by item
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "predictions.jsonl").write_text("".join(
+            json.dumps({"id": f"q{i}", "samples": ["A"] * 4, "samples_correct": c}) + "\n" for i, c in enumerate(right)))
+        return folder
+
+    cold = write("cold", [0, 1, 2, 4])            # 7 of 16 right: 43.75%
+    seed0 = write("r1-0", [1, 2, 2, 4])           # +1/4, +1/4, 0, 0 -> mean +12.5
+    seed1 = write("r1-1", [2, 1, 3, 4])           # +2/4, 0, +1/4, 0 -> mean +18.75
+    v = sampled_verdict(cold, [seed0, seed1], [0, 1])
+    assert v["samples"] == 4 and v["coldstart"] == pytest.approx(7 / 16)
+    assert v["r1_seed_accs"] == pytest.approx([9 / 16, 10 / 16])
+    assert v["gain"] == pytest.approx(2.5 / 16) and v["r1_std"] == pytest.approx(0.0625 / 2 ** 0.5)
+    assert v["beats_spread"] is True
+    assert v["items"][0]["diff"] == pytest.approx(0.125)
+    assert v["items"][0]["se"] == pytest.approx(0.14433756729740643 / 2)  # stdev of (.25, .25, 0, 0) / sqrt(4)
+    md = _sampled_section(v)
+    assert "| sampled accuracy (pass@1) | 43.8 | 59.4 ± 4.4 (2 seeds) |" in md
+    assert "by +15.6 points (mean of 2 seeds)" in md and "is above the spread" in md
+    assert "seed 0: +12.5 ± 7.2; seed 1: +18.8 ± 12.0" in md
+    one = sampled_verdict(cold, [cold], [0])
+    assert one["gain"] == 0.0 and one["beats_spread"] is None and "with one seed" in _sampled_section(one)
+    with pytest.raises(TinyVRError, match="not those of"):
+        sampled_verdict(cold, [write("short", [1, 2])], [0])
+    greedy = tmp_path / "greedy"
+    greedy.mkdir()
+    (greedy / "predictions.jsonl").write_text(json.dumps({"id": "q0", "correct": True}) + "\n")
+    with pytest.raises(TinyVRError, match="sampled answers"):
+        sampled_verdict(greedy, [cold], [0])
 
 
 def test_demo_refuses_fewer_than_one_job_before_building_anything(tmp_path):

@@ -198,6 +198,42 @@ def measure_headroom(model_dir: Path, data: Path, out: Path, *, seed: int, cfg, 
     return r["sampling"]
 
 
+def sampled_verdict(coldstart: Path, r1: list[Path], seeds: list[int]) -> dict:
+    """GRPO's gain on held-out reason mode as the reference's evaluation decodes (its scripts sample at
+    temperature 1, top-k 50; spec section 8): the pass@1 of K sampled answers per item, from the
+    predictions.jsonl of `measure_headroom`'s evaluations of the cold start and of every R1 seed.
+
+    Per seed, the items' differences (R1's share of right samples minus the cold start's) give a
+    paired mean and its standard error, so a seed's change can be told from the resampling of the
+    test items; across seeds, the mean gain is set against the seed-to-seed spread as in
+    `grpo_verdict`."""
+    from tinyvr.errors import TinyVRError
+    from tinyvr.utils.logging import read_jsonl
+
+    def shares(folder: Path) -> dict[str, float]:
+        rows = read_jsonl(folder / "predictions.jsonl")
+        if not rows or any(not r.get("samples") for r in rows):
+            raise TinyVRError(f"{folder}: not an evaluation with sampled answers (eval --samples K)")
+        return {r["id"]: r["samples_correct"] / len(r["samples"]) for r in rows}
+
+    cold = shares(coldstart)
+    start = statistics.mean(cold.values())
+    accs, items = [], []
+    for folder, s in zip(r1, seeds):
+        now = shares(folder)
+        if now.keys() != cold.keys():
+            raise TinyVRError(f"{folder}: its items are not those of {coldstart}; evaluate both on the same split")
+        diff = [now[k] - cold[k] for k in cold]
+        se = statistics.stdev(diff) / len(diff) ** 0.5 if len(diff) > 1 else 0.0
+        accs.append(statistics.mean(now.values()))
+        items.append({"seed": s, "items": len(diff), "diff": statistics.mean(diff), "se": se})
+    std = statistics.stdev(accs) if len(accs) > 1 else None
+    mean = statistics.mean(accs)
+    return {"samples": len(read_jsonl(coldstart / "predictions.jsonl")[0]["samples"]), "coldstart": start,
+            "r1_seed_accs": accs, "r1_mean": mean, "r1_std": std, "gain": mean - start,
+            "beats_spread": None if std is None else (mean - start) > std, "items": items}
+
+
 def foundation_model_dir(foundation: str | Path) -> Path:
     """The model folder of a foundation built by `tinyvr foundation` (its `model/`), checked
     against the sha256 its foundation.json records."""
@@ -338,6 +374,15 @@ def run_demo(out: str = "runs/demo", *, ablations: bool = False, seeds: int = 1,
     r1_evals = [Path(e) for e in seed_runs["full"]["evals"]] if seed_runs else [heldout_reason_eval(out, out / "grpo")]
     verdict["items"] = [item_changes(out / "eval" / "coldstart" / "test_heldout-reason", e, seed + k)
                         for k, e in enumerate(r1_evals)]
+    # the same comparison under the reference's sampled decoding: K answers per item from every R1 seed
+    r1_runs = [(s, f) for _, s, f, _ in grpo_runs(out, data, [], seeds=seeds, seed=seed, variants={"full": []})]
+    for _, f in r1_runs:
+        measure_headroom(f / "model", data, heldout_reason_eval(out, f).parent, seed=seed, cfg=eval_cfg,
+                         limit=eval_limit)
+    k_dir = f"test_heldout-reason-k{HEADROOM_SAMPLES}"
+    verdict["sampled"] = sampled_verdict(out / "eval" / "coldstart" / k_dir,
+                                         [heldout_reason_eval(out, f).parent / k_dir for _, f in r1_runs],
+                                         [s for s, _ in r1_runs])
 
     banner("6/6 report")
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -527,6 +572,28 @@ def _verdict_section(v: dict) -> str:
     lines.append("The lower rows (seed of the main run) say where a change comes from: the answer format (answers "
                  "that parse), the answers themselves (accuracy of the parsed ones), or one letter given to most "
                  "items (a prior, not the video; chance is about one in the number of options).")
+    if v.get("sampled"):
+        lines += ["", _sampled_section(v["sampled"])]
+    return "\n".join(lines)
+
+
+def _sampled_section(s: dict) -> str:
+    n, k = len(s["r1_seed_accs"]), s["samples"]
+    r1 = f"{100 * s['r1_mean']:.1f}" + (f" ± {100 * s['r1_std']:.1f} ({n} seeds)" if n > 1 else " (1 seed)")
+    lines = [f"**Sampled, as the reference evaluates** (temperature 1, top-k 50; its scripts' `--temperature 0` is "
+             f"never used): the share of right answers among {k} sampled per item (pass@1).", "",
+             "| | ColdStart | R1 |", "|---|---|---|", f"| sampled accuracy (pass@1) | {100 * s['coldstart']:.1f} | {r1} |",
+             ""]
+    if s["beats_spread"] is None:
+        lines.append(f"GRPO changes sampled held-out reason accuracy by {100 * s['gain']:+.1f} points with one seed.")
+    else:
+        lines.append(f"GRPO changes sampled held-out reason accuracy by {100 * s['gain']:+.1f} points (mean of {n} "
+                     f"seeds); the seed-to-seed spread (std) is {100 * s['r1_std']:.1f}: the gain is "
+                     f"{'above' if s['beats_spread'] else 'not above'} the spread.")
+    each = "; ".join(f"seed {c['seed']}: {100 * c['diff']:+.1f} ± {100 * c['se']:.1f}" for c in s["items"])
+    lines.append(f"Item by item (mean of the per-item differences ± its standard error, {s['items'][0]['items']} "
+                 f"items): {each}. The greedy table above is the project's own measure; GRPO sharpens the "
+                 "distribution its rollouts sample, which shows here first.")
     return "\n".join(lines)
 
 
