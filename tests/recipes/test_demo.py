@@ -56,7 +56,7 @@ def test_demo_runs_every_stage_writes_results_and_report_reuses_them_and_adds_ab
     r1_k8 = json.loads((out / "eval" / "r1" / "test_heldout-reason-k8" / "results.json").read_text())
     assert sampled["r1_seed_accs"] == [r1_k8["sampling"]["pass@1"]]
     assert [(c["seed"], c["items"]) for c in sampled["items"]] == [(0, 3)]
-    assert "**Sampled, as the reference evaluates**" in md and "seed 0: " in md
+    assert "**Sampled, as the reference evaluates** (here temperature 1.0, top-k 50;" in md and "seed 0: " in md
 
     # a second run reuses every finished stage and evaluation: same numbers, no retraining; with
     # --seeds 2, R1 is trained once more (seed 1) and the verdict gets a spread, without ablations
@@ -213,14 +213,17 @@ def test_sampled_verdict_pairs_each_seeds_items_with_the_cold_starts_and_compare
     cold = write("cold", [0, 1, 2, 4])            # 7 of 16 right: 43.75%
     seed0 = write("r1-0", [1, 2, 2, 4])           # +1/4, +1/4, 0, 0 -> mean +12.5
     seed1 = write("r1-1", [2, 1, 3, 4])           # +2/4, 0, +1/4, 0 -> mean +18.75
+    (cold / "results.json").write_text(json.dumps({"card": {"decoding": {"temperature": 0.7, "top_k": 5}}}))
     v = sampled_verdict(cold, [seed0, seed1], [0, 1])
     assert v["samples"] == 4 and v["coldstart"] == pytest.approx(7 / 16)
+    assert (v["temperature"], v["top_k"]) == (0.7, 5)
     assert v["r1_seed_accs"] == pytest.approx([9 / 16, 10 / 16])
     assert v["gain"] == pytest.approx(2.5 / 16) and v["r1_std"] == pytest.approx(0.0625 / 2 ** 0.5)
     assert v["beats_spread"] is True
     assert v["items"][0]["diff"] == pytest.approx(0.125)
     assert v["items"][0]["se"] == pytest.approx(0.14433756729740643 / 2)  # stdev of (.25, .25, 0, 0) / sqrt(4)
     md = _sampled_section(v)
+    assert "(here temperature 0.7, top-k 5;" in md
     assert "| sampled accuracy (pass@1) | 43.8 | 59.4 ± 4.4 (2 seeds) |" in md
     assert "by +15.6 points (mean of 2 seeds)" in md and "is above the spread" in md
     assert "seed 0: +12.5 ± 7.2; seed 1: +18.8 ± 12.0" in md

@@ -229,7 +229,10 @@ def sampled_verdict(coldstart: Path, r1: list[Path], seeds: list[int]) -> dict:
         items.append({"seed": s, "items": len(diff), "diff": statistics.mean(diff), "se": se})
     std = statistics.stdev(accs) if len(accs) > 1 else None
     mean = statistics.mean(accs)
-    return {"samples": len(read_jsonl(coldstart / "predictions.jsonl")[0]["samples"]), "coldstart": start,
+    card = coldstart / "results.json"
+    decoding = json.loads(card.read_text()).get("card", {}).get("decoding", {}) if card.is_file() else {}
+    return {"samples": len(read_jsonl(coldstart / "predictions.jsonl")[0]["samples"]),
+            "temperature": decoding.get("temperature"), "top_k": decoding.get("top_k"), "coldstart": start,
             "r1_seed_accs": accs, "r1_mean": mean, "r1_std": std, "gain": mean - start,
             "beats_spread": None if std is None else (mean - start) > std, "items": items}
 
@@ -580,8 +583,10 @@ def _verdict_section(v: dict) -> str:
 def _sampled_section(s: dict) -> str:
     n, k = len(s["r1_seed_accs"]), s["samples"]
     r1 = f"{100 * s['r1_mean']:.1f}" + (f" ± {100 * s['r1_std']:.1f} ({n} seeds)" if n > 1 else " (1 seed)")
-    lines = [f"**Sampled, as the reference evaluates** (temperature 1, top-k 50; its scripts' `--temperature 0` is "
-             f"never used): the share of right answers among {k} sampled per item (pass@1).", "",
+    how = f"temperature {s.get('temperature')}, top-k {s.get('top_k')}"
+    lines = [f"**Sampled, as the reference evaluates** (here {how}; the reference's scripts sample at temperature "
+             f"1, top-k 50, their `--temperature 0` unused): the share of right answers among {k} sampled per item "
+             "(pass@1).", "",
              "| | ColdStart | R1 |", "|---|---|---|", f"| sampled accuracy (pass@1) | {100 * s['coldstart']:.1f} | {r1} |",
              ""]
     if s["beats_spread"] is None:
