@@ -149,8 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--foundation", default="", help="start from a foundation built by `tinyvr foundation` "
                    "(pretrained tower and LLM) instead of a fresh tiny model")
     s.add_argument("--eval-limit", type=int, default=0, help="evaluate only the first N items per split (a quick look)")
-    s.add_argument("--sizes", default="", help="dataset sizes, e.g. pretrain=200,sft=400 (default: the demo's)")
-    s.add_argument("overrides", nargs="*", help="dotted overrides applied to every stage")
+    s.add_argument("--sizes", default="", help="dataset sizes, e.g. pretrain=200,sft=400 (splits not given: the demo's sizes)")
+    s.add_argument("overrides", nargs="*", help="dotted overrides applied to every stage, or to one with its name "
+                   "first: sft:optim.lr=1e-4 (stages: pretrain, sft, coldstart, grpo)")
     s.set_defaults(func=_cmd_demo)
 
     s = sub.add_parser("foundation", help="pretrain the tiny model's tower and LLM once (perception, "

@@ -19,7 +19,9 @@ def test_demo_runs_every_stage_writes_results_and_report_reuses_them_and_adds_ab
     from tinyvr.recipes.demo import run_demo
 
     out = tmp_path / "demo"
-    report = run_demo(out=str(out), overrides=TOY, eval_limit=3, sizes=dict(SIZES))
+    report = run_demo(out=str(out), overrides=TOY + ["sft:optim.lr=0.00123"], eval_limit=3, sizes=dict(SIZES))
+    lrs = {s: yaml.safe_load((out / s / "config.yaml").read_text())["optim"]["lr"] for s in ("pretrain", "sft", "grpo")}
+    assert lrs["sft"] == 0.00123 and lrs["pretrain"] != 0.00123 and lrs["grpo"] != 0.00123
     results = json.loads((out / "results.json").read_text())
     assert set(results) == {"sft", "coldstart", "r1"}
     for stage in results.values():
@@ -85,7 +87,7 @@ def test_demo_runs_every_stage_writes_results_and_report_reuses_them_and_adds_ab
     # 2-core machine, each logging to its own train.log; same numbers as one after the other
     par = tmp_path / "demo_jobs"
     shutil.copytree(out, par, ignore=shutil.ignore_patterns("grpo", "ablations", "r1", "*.json", "*.md"))
-    run_demo(out=str(par), overrides=TOY, eval_limit=3, sizes=dict(SIZES), seeds=2, jobs=2)
+    run_demo(out=str(par), overrides=TOY + ["sft:optim.lr=0.00123"], eval_limit=3, sizes=dict(SIZES), seeds=2, jobs=2)
     threads = max(1, cpu_cores() // 2)
     for seq_run, par_run in ((out / "grpo", par / "grpo"),
                              (out / "ablations" / "full-seed1", par / "ablations" / "full-seed1")):
@@ -236,6 +238,23 @@ def test_sampled_verdict_pairs_each_seeds_items_with_the_cold_starts_and_compare
     (greedy / "predictions.jsonl").write_text(json.dumps({"id": "q0", "correct": True}) + "\n")
     with pytest.raises(TinyVRError, match="sampled answers"):
         sampled_verdict(greedy, [cold], [0])
+
+
+def test_stage_overrides_reach_their_stage_only_and_a_bad_stage_is_refused_by_name():
+    import pytest
+
+    from tinyvr.errors import ConfigError
+    from tinyvr.recipes.demo import DEMO_SIZES, FOUNDATION_SIZES, demo_sizes, split_stage_overrides
+
+    common, per_stage = split_stage_overrides(["run.threads=1", "sft:optim.lr=1e-4", "grpo:optim.max_steps=5",
+                                               "sft:optim.epochs=2", "model.init_from=runs/a:b"])
+    assert common == ["run.threads=1", "model.init_from=runs/a:b"]  # a ':' in a value is not a stage
+    assert per_stage == {"sft": ["optim.lr=1e-4", "optim.epochs=2"], "grpo": ["optim.max_steps=5"]}
+    with pytest.raises(ConfigError, match="'sfx:optim.lr=1'.*no stage 'sfx'.*pretrain, sft, coldstart, grpo"):
+        split_stage_overrides(["sfx:optim.lr=1"])
+    # --sizes names some splits; the others keep the demo's sizes for the model it starts from
+    assert demo_sizes("runs/f", {"sft": 72000}) == {**FOUNDATION_SIZES, "sft": 72000}
+    assert demo_sizes("", {"rl": 5, "test": 7}) == {**DEMO_SIZES, "rl": 5, "test": 7}
 
 
 def test_demo_refuses_fewer_than_one_job_before_building_anything(tmp_path):

@@ -47,6 +47,25 @@ FOUNDATION_OVERRIDES = {
 }
 
 
+def split_stage_overrides(overrides: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """The demo's overrides as (for every stage, {stage: for that stage only}). `sft:optim.lr=1e-4`
+    reaches the SFT stage alone (stages: pretrain, sft, coldstart, grpo; the GRPO seeds, ablations and
+    evaluations take grpo's); a plain `key=value` reaches every stage."""
+    from tinyvr.errors import ConfigError
+
+    common, per_stage = [], {}
+    for o in overrides:
+        key = o.split("=", 1)[0]
+        if ":" not in key:
+            common.append(o)
+            continue
+        stage, rest = o.split(":", 1)
+        if stage not in STAGES:
+            raise ConfigError(f"override {o!r}: no stage {stage!r}; valid: {', '.join(STAGES)}")
+        per_stage.setdefault(stage, []).append(rest)
+    return common, per_stage
+
+
 def start_overrides(stage: str, foundation: str) -> list[str]:
     """The overrides a stage gets for the model the demo starts from (none for a fresh model)."""
     return FOUNDATION_OVERRIDES.get(stage, []) if foundation else []
@@ -56,9 +75,10 @@ DEMO_SIZES = {"pretrain": 1000, "sft": 2000, "rl": 600, "test": 200, "test_heldo
 FOUNDATION_SIZES = {**DEMO_SIZES, "rl": 2600}  # 400 steps x 4 prompts need 1,600: 5 of 8 families kept
 
 
-def demo_sizes(foundation: str) -> dict[str, int]:
-    """The split sizes the demo generates by default for the model it starts from."""
-    return dict(FOUNDATION_SIZES if foundation else DEMO_SIZES)
+def demo_sizes(foundation: str, given: dict[str, int] | None = None) -> dict[str, int]:
+    """The split sizes the demo generates for the model it starts from: `given` (`--sizes`) where it
+    names a split, the demo's default elsewhere."""
+    return {**(FOUNDATION_SIZES if foundation else DEMO_SIZES), **(given or {})}
 
 
 def _config_dir(config_dir: str) -> Path:
@@ -309,7 +329,8 @@ def run_demo(out: str = "runs/demo", *, ablations: bool = False, seeds: int = 1,
     t_start = time.time()
     out = Path(out)
     cfg_dir = _config_dir(config_dir)
-    overrides = list(overrides or [])
+    common, per_stage = split_stage_overrides(list(overrides or []))  # a bad stage name fails before any work
+    overrides = common + per_stage.get("grpo", [])  # the GRPO runs' and the evaluations'
     if jobs < 1:
         from tinyvr.errors import ConfigError
 
@@ -323,7 +344,7 @@ def run_demo(out: str = "runs/demo", *, ablations: bool = False, seeds: int = 1,
 
     banner("1/6 synthetic video-reasoning data")
     data = out / "data"
-    sizes = sizes or demo_sizes(foundation)
+    sizes = demo_sizes(foundation, sizes)
     if not (data / "manifest.json").is_file():
         generate_dataset(data, seed=seed, sizes=sizes)
     manifest = json.loads((data / "manifest.json").read_text())
@@ -351,7 +372,7 @@ def run_demo(out: str = "runs/demo", *, ablations: bool = False, seeds: int = 1,
             train_in_parallel(cfg_dir, grpo_runs(out, data, start_overrides("grpo", foundation) + overrides,
                                                  seeds=seeds, seed=seed, variants=variants), jobs)
         models[stage] = run_stage_once(stage, cfg_dir, stage_overrides(stage, out, data, seed)
-                                       + start_overrides(stage, foundation) + overrides)
+                                       + start_overrides(stage, foundation) + common + per_stage.get(stage, []))
 
     banner("5/6 evaluation: SFT / ColdStart / R1 x test / test_heldout x option / reason")
     eval_cfg = load_config(cfg_dir / "grpo.yaml", overrides)
