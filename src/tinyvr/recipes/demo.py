@@ -208,11 +208,16 @@ def item_changes(before: Path, after: Path, seed: int) -> dict:
 HEADROOM_SAMPLES = 8
 
 
+def headroom_dir(out: Path) -> Path:
+    """Where `measure_headroom` keeps a model's sampled held-out evaluation inside `out`."""
+    return out / f"test_heldout-reason-k{HEADROOM_SAMPLES}"
+
+
 def measure_headroom(model_dir: Path, data: Path, out: Path, *, seed: int, cfg, limit: int = 0) -> dict:
     """GRPO's room to sharpen: K answers per held-out item (reason mode, sampled as GRPO's rollouts
     sample) scored by pass@1, majority vote and pass@K. GRPO moves the policy towards the answers its
     own samples find, so greedy accuracy can rise only where the majority of samples beats it."""
-    r = evaluate_once(model_dir, data, out / f"test_heldout-reason-k{HEADROOM_SAMPLES}", cfg,
+    r = evaluate_once(model_dir, data, headroom_dir(out), cfg,
                       split="test_heldout", mode="reason", seed=seed, label=out.name, limit=limit,
                       temperature=cfg.rollout.temperature, samples=HEADROOM_SAMPLES)
     return r["sampling"]
@@ -230,17 +235,17 @@ def sampled_verdict(coldstart: Path, r1: list[Path], seeds: list[int]) -> dict:
     from tinyvr.errors import TinyVRError
     from tinyvr.utils.logging import read_jsonl
 
-    def shares(folder: Path) -> dict[str, float]:
+    def shares(folder: Path) -> tuple[dict[str, float], int]:
         rows = read_jsonl(folder / "predictions.jsonl")
         if not rows or any(not r.get("samples") for r in rows):
             raise TinyVRError(f"{folder}: not an evaluation with sampled answers (eval --samples K)")
-        return {r["id"]: r["samples_correct"] / len(r["samples"]) for r in rows}
+        return {r["id"]: r["samples_correct"] / len(r["samples"]) for r in rows}, len(rows[0]["samples"])
 
-    cold = shares(coldstart)
+    cold, samples = shares(coldstart)
     start = statistics.mean(cold.values())
     accs, items = [], []
     for folder, s in zip(r1, seeds):
-        now = shares(folder)
+        now, _ = shares(folder)
         if now.keys() != cold.keys():
             raise TinyVRError(f"{folder}: its items are not those of {coldstart}; evaluate both on the same split")
         diff = [now[k] - cold[k] for k in cold]
@@ -251,8 +256,7 @@ def sampled_verdict(coldstart: Path, r1: list[Path], seeds: list[int]) -> dict:
     mean = statistics.mean(accs)
     card = coldstart / "results.json"
     decoding = json.loads(card.read_text()).get("card", {}).get("decoding", {}) if card.is_file() else {}
-    return {"samples": len(read_jsonl(coldstart / "predictions.jsonl")[0]["samples"]),
-            "temperature": decoding.get("temperature"), "top_k": decoding.get("top_k"), "coldstart": start,
+    return {"samples": samples, "temperature": decoding.get("temperature"), "top_k": decoding.get("top_k"), "coldstart": start,
             "r1_seed_accs": accs, "r1_mean": mean, "r1_std": std, "gain": mean - start,
             "beats_spread": None if std is None else (mean - start) > std, "items": items}
 
@@ -403,9 +407,8 @@ def run_demo(out: str = "runs/demo", *, ablations: bool = False, seeds: int = 1,
     for _, f in r1_runs:
         measure_headroom(f / "model", data, heldout_reason_eval(out, f).parent, seed=seed, cfg=eval_cfg,
                          limit=eval_limit)
-    k_dir = f"test_heldout-reason-k{HEADROOM_SAMPLES}"
-    verdict["sampled"] = sampled_verdict(out / "eval" / "coldstart" / k_dir,
-                                         [heldout_reason_eval(out, f).parent / k_dir for _, f in r1_runs],
+    verdict["sampled"] = sampled_verdict(headroom_dir(out / "eval" / "coldstart"),
+                                         [headroom_dir(heldout_reason_eval(out, f).parent) for _, f in r1_runs],
                                          [s for s, _ in r1_runs])
 
     banner("6/6 report")
