@@ -44,6 +44,8 @@ def test_round_trip(tmp_path):
         (["stage=finetune"], "'finetune' is not allowed"),
         (["noequals"], "must look like"),
         (["rl.num_iterations=2", "rl.eps_low=0", "rl.eps_high=0"], "clipping range"),
+        (["rollout.num_generations=4", "rollout.greedy_generations=4"], "rollout.greedy_generations: 4 must be below"),
+        (["rollout.greedy_generations=-1"], "rollout.greedy_generations"),
     ],
 )
 def test_bad_values_name_the_field(overrides, needle):

@@ -102,6 +102,9 @@ class RolloutConfig:
     top_p: float = field(default=1.0, metadata=_range(0.0, 1.0, lo_open=True))
     max_new_tokens: int = field(default=512, metadata=_range(1))
     token_budget: int = field(default=0, metadata=_range(0))  # max prompt rows decoded at once; 0 = all
+    # the first N of a prompt's G completions decode greedily: the group's advantages then say
+    # whether the answer the model would give is better or worse than its samples
+    greedy_generations: int = field(default=0, metadata=_range(0))
 
 
 @dataclass
@@ -359,6 +362,9 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"optim.betas: {cfg.optim.betas!r} must be two numbers in [0, 1)")
     if cfg.stage != "grpo" and not cfg.model.trainable:
         raise ConfigError("model.trainable: at least one part must be trained")
+    if cfg.rollout.greedy_generations >= cfg.rollout.num_generations:
+        raise ConfigError(f"rollout.greedy_generations: {cfg.rollout.greedy_generations} must be below "
+                          f"rollout.num_generations ({cfg.rollout.num_generations}): a group needs samples")
     if len(set(cfg.model.trainable)) != len(cfg.model.trainable):
         raise ConfigError(f"model.trainable: {cfg.model.trainable!r} lists a part twice")
     if cfg.eval.task:

@@ -28,14 +28,15 @@ def test_all_stages_end_to_end(tiny_data, tiny_model, tmp_path):
         assert [r["step"] for r in rows] == [1, 2]
         assert all(math.isfinite(r["loss"]) and r["target_tokens"] > 0 for r in rows)
     cfg = stage_cfg("grpo", tmp_path / "grpo", prev, tiny_data, "optim.max_steps=2", "optim.batch_size=2",
-                    "rollout.num_generations=2", "rollout.max_new_tokens=12", "run.rollout_log_every=1",
+                    "rollout.num_generations=2", "rollout.greedy_generations=1", "rollout.max_new_tokens=12",
+                    "run.rollout_log_every=1",
                     f"data.eval_file={tiny_data / 'test.jsonl'}", "data.eval_limit=4", "eval.max_new_tokens=8")
     final = run_stage(cfg)
     rows = read_jsonl(tmp_path / "grpo" / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]
     for key in ("reward", "reward/accuracy", "reward/format", "accuracy", "format_rate", "completion_length",
                 "truncated_frac", "zero_std_frac", "kl", "entropy", "lr", "tokens_per_s", "time/rollout",
-                "time/policy", "time/reference", "time/encode"):
+                "time/policy", "time/reference", "time/encode", "greedy_accuracy"):
         assert key in rows[0], key
     rollouts = read_jsonl(tmp_path / "grpo" / "rollouts.jsonl")
     assert len(rollouts) == 4 and all(len(r["completions"]) == 2 for r in rollouts)

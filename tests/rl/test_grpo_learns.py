@@ -57,3 +57,14 @@ def test_grpo_loop_raises_the_reward():
     after = reward(engine.generate(prompts * 8, None, params, gen, decode_text=False).completion_ids).mean().item()
     assert 0.2 < rates[0] < 0.8  # the start earns it about half the time: the groups carry a signal
     assert after > 0.9, (rates, after)
+
+
+def test_greedy_accuracy_reads_the_greedy_rows_only():
+    from tinyvr.recipes.grpo import greedy_accuracy
+
+    # 2 prompts x G=4; rows 0 and 4 are the greedy ones
+    parts = {"accuracy": [1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0]}
+    assert greedy_accuracy(parts, 4, 1) == {"greedy_accuracy": 0.5}
+    assert greedy_accuracy(parts, 4, 2) == {"greedy_accuracy": 0.5}  # rows 0, 1, 4, 5
+    assert greedy_accuracy({"accuracy": [0.0, 1.0] * 4}, 4, 1) == {"greedy_accuracy": 0.0}
+    assert greedy_accuracy(parts, 4, 0) == {}  # no greedy rows: nothing logged

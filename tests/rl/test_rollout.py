@@ -172,6 +172,28 @@ def test_all_rows_stop_early(setup, eos_and_reference):
     assert not batch.truncated.any()
 
 
+
+@pytest.mark.parametrize("compact_every", [1, 0])
+def test_greedy_rows_decode_greedily_and_leave_the_samples_alone(setup, eos_and_reference, compact_every):
+    """greedy_rows=1: the first row of each group is the HF greedy continuation, with or without
+    compaction. Without compaction the other rows are the very samples a run without greedy rows
+    draws (every row draws from the generator each step); with it, the rows dropped can differ."""
+    eos, ref = eos_and_reference
+    model, processor, prompts, embeds = setup
+    engine = RolloutEngine(model, processor, eos_token_id=eos)
+    G = 4
+    kw = dict(num_generations=G, max_new_tokens=MAX_NEW, temperature=1.0, top_k=50, compact_every=compact_every)
+    mixed = engine.generate(prompts, embeds, SamplingParams(greedy_rows=1, **kw), torch.Generator().manual_seed(5))
+    plain = engine.generate(prompts, embeds, SamplingParams(**kw), torch.Generator().manual_seed(5))
+    for p, r in enumerate(ref):
+        row = mixed.completion_ids[p * G].tolist()
+        assert row[: len(r)] == r and set(row[len(r):]) <= {eos}
+        for j in range(1, G if not compact_every else 1):  # sampled rows, up to their own first eos
+            n = int(plain.completion_mask[p * G + j].sum())
+            assert mixed.completion_ids[p * G + j, :n].tolist() == plain.completion_ids[p * G + j, :n].tolist()
+    # the sampled rows are not all greedy themselves (the test would prove nothing otherwise)
+    assert any(plain.completion_ids[p * G].tolist()[: len(r)] != r for p, r in enumerate(ref))
+
 # --- text-only prompts (no video, no placeholder) ------------------------------------------------
 
 

@@ -146,6 +146,16 @@ def _group_embeds(model, feats, G):
     return None if feats is None else model.connector(feats).repeat_interleave(G, 0)
 
 
+def greedy_accuracy(parts: dict, G: int, greedy: int) -> dict:
+    """With greedy rows in the groups (rollout.greedy_generations): the accuracy of those rows, the
+    answer the policy would give, logged beside the samples' accuracy."""
+    acc = parts.get("accuracy")
+    if not greedy or not acc:
+        return {}
+    rows = [a for i, a in enumerate(acc) if i % G < greedy]
+    return {"greedy_accuracy": sum(rows) / len(rows)}
+
+
 def grpo_update(model, ref_model, batch, adv, mask, cfg: TrainConfig, optimizer, scheduler, ctx, timer):
     """rl.num_iterations optimizer steps on one batch of rollouts; returns the last step's metrics.
 
@@ -222,7 +232,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     G = cfg.rollout.num_generations
     sampling = SamplingParams(num_generations=G, max_new_tokens=cfg.rollout.max_new_tokens,
                               temperature=cfg.rollout.temperature, top_k=cfg.rollout.top_k,
-                              top_p=cfg.rollout.top_p, token_budget=cfg.rollout.token_budget)
+                              top_p=cfg.rollout.top_p, token_budget=cfg.rollout.token_budget,
+                              greedy_rows=cfg.rollout.greedy_generations)
     steps = total_steps(cfg, len(rows), ctx.dist.world_size)
     optimizer = build_optimizer(model, cfg)
     # dist.strategy=deepspeed: the policy and this optimizer under a ZeRO-3 engine; otherwise nothing
@@ -287,6 +298,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             "reward_std": rewards.view(-1, G).std(1).mean().item(),
             **{f"reward/{k}": sum(v) / len(v) for k, v in parts.items() if k != "total"},
             "accuracy": sum(parts.get("accuracy", [0.0])) / max(1, len(parts.get("accuracy", [0.0]))),
+            **greedy_accuracy(parts, G, cfg.rollout.greedy_generations),
             "format_rate": sum(f > 0 for f in parts.get("format", [])) / max(1, len(parts.get("format", [1]))),
             "completion_length": lengths.mean().item(),
             "truncated_frac": roll.truncated.float().mean().item(),

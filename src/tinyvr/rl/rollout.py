@@ -36,6 +36,7 @@ class SamplingParams:
     top_p: float = 1.0
     token_budget: int = 0  # max rows*(prompt+new) tokens decoded together; 0 = all prompts at once
     compact_every: int = 8  # decode steps between drops of finished rows from the cache
+    greedy_rows: int = 0  # the first this many of a prompt's G rows decode greedily (argmax)
 
 
 @dataclass
@@ -309,8 +310,11 @@ class RolloutEngine:
         active = torch.arange(R, device=device)  # rows still decoding (indices into result)
         done = torch.zeros(R, dtype=torch.bool, device=device)  # per active row
         steps = 0
+        greedy = (active % G) < params.greedy_rows if params.greedy_rows else None  # per active row
         for t in range(params.max_new_tokens):
             tok = sample_next(logits, params.temperature, params.top_k, params.top_p, generator)
+            if greedy is not None:  # every row still draws, so the generator's stream is the same
+                tok = torch.where(greedy, logits.argmax(-1), tok)
             tok = tok.masked_fill(done, eos)
             result[active, t] = tok
             done = done | (tok == eos)
@@ -321,6 +325,8 @@ class RolloutEngine:
                 keep = (~done).nonzero().squeeze(-1)
                 cache.batch_select_indices(keep)
                 active, done, tok = active[keep], done[keep], tok[keep]
+                if greedy is not None:
+                    greedy = greedy[keep]
                 attn, next_pos = attn[keep], next_pos[keep]
             if padded:
                 attn = torch.cat([attn, attn.new_ones(attn.shape[0], 1)], dim=1)
