@@ -670,9 +670,9 @@ def test_demo_starts_from_a_foundation(toy_foundation, tmp_path):
     assert lm and all(torch.equal(before[k], after[k]) for k in lm)  # the caption stage: connector only
     sft = load_file(out / "sft" / "model" / "model.safetensors")
     assert any(not torch.equal(after[k], sft[k]) for k in lm)  # later stages train the LLM again
-    # SFT and the cold start at the reference's rates, GRPO longer at a higher rate (docs/tiny-study.md,
-    # item 30), the fresh model's own rates otherwise
-    for stage, key, value in [("sft", "lr", 2e-5), ("coldstart", "lr", 1e-5), ("coldstart", "epochs", 1),
+    # the cold start at the reference's rate, SFT at 1e-4 (on many more answers, item 43), GRPO longer
+    # at a higher rate (docs/tiny-study.md, item 30), the fresh model's own rates otherwise
+    for stage, key, value in [("sft", "lr", 1e-4), ("coldstart", "lr", 1e-5), ("coldstart", "epochs", 1),
                               ("grpo", "lr", 3e-5)]:
         assert yaml.safe_load((out / stage / "config.yaml").read_text())["optim"][key] == value
         assert yaml.safe_load((PACKAGED_CONFIGS / f"{stage}.yaml").read_text())["optim"][key] != value
@@ -695,7 +695,7 @@ def test_a_foundation_demo_draws_a_larger_rl_split_than_its_grpo_steps_use():
     """From a foundation GRPO runs 400 steps of 4 prompts from the families the family probe keeps
     (five of the eight, equally common, for runs/fj's cold start on a validation set): the default rl
     split then holds enough of them to show every prompt once; the fresh demo keeps its smaller split
-    (and its time budget) and no probe."""
+    (and its time budget) and no probe. SFT from a foundation sees many more option answers."""
     from tinyvr.config import load_config
     from tinyvr.data.synthetic import FAMILIES
     from tinyvr.recipes.demo import DEMO_SIZES, FOUNDATION_OVERRIDES, demo_sizes
@@ -706,7 +706,10 @@ def test_a_foundation_demo_draws_a_larger_rl_split_than_its_grpo_steps_use():
     kept = demo_sizes("runs/f")["rl"] * 5 // len(FAMILIES)
     assert kept >= cfg.optim.max_steps * cfg.optim.batch_size > demo_sizes("")["rl"]
     assert demo_sizes("") == DEMO_SIZES and demo_sizes("") is not DEMO_SIZES
-    assert {k: v for k, v in demo_sizes("runs/f").items() if k != "rl"} == {k: v for k, v in DEMO_SIZES.items() if k != "rl"}
+    # SFT from a foundation sees 72,000 option answers, the evaluation splits and the cold start stay
+    assert demo_sizes("runs/f")["sft"] == 72000 == 36 * DEMO_SIZES["sft"]
+    assert {k: v for k, v in demo_sizes("runs/f").items() if k not in ("rl", "sft")} == {
+        k: v for k, v in DEMO_SIZES.items() if k not in ("rl", "sft")}
 
 
 def test_runs_right_counts_whole_answers():

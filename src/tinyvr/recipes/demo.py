@@ -30,18 +30,21 @@ ABLATIONS = {  # name -> GRPO overrides (the paper's ablations)
     "no_noise": ["rl.noise_std=0.0"],
 }
 # With a foundation (`tinyvr foundation`), tower and LLM come pretrained, so the later stages run at
-# the reference's own rates: the caption stage trains the connector only, SFT at lr 2e-5, the cold start
-# one epoch (4 steps of 4) at lr 1e-5. A fresh tiny model needs its LLM trained in the caption stage and
-# far more (lr 5e-4, 25 epochs) to learn the format at all; from a foundation those rates erase its
-# reason-mode skill (docs/tiny-study.md, items 27-28). GRPO then runs 400 steps at lr 3e-5 on a larger
-# `rl` split, each prompt seen once, from the question families the cold start answers above chance
-# (the family probe, `data.family_probe`: 64 training prompts per family, answered greedily): 100 steps
-# on a few hundred prompts did not move held-out accuracy; 400 steps on the five families a validation
-# set picked raised it by 4 points over three seeds; with all eight families, by 2 and towards one
-# letter (items 30-31).
+# the reference's own rates where they can: the caption stage trains the connector only and the cold
+# start runs one epoch (4 steps of 4) at lr 1e-5. A fresh tiny model needs its LLM trained in the
+# caption stage and far more (lr 5e-4, 25 epochs) to learn the format at all; from a foundation those
+# rates erase its reason-mode skill (docs/tiny-study.md, items 27-28). SFT sees 72,000 option answers
+# at lr 1e-4 (4,500 steps, about an hour here): option mode grows with the answers SFT sees, 27 -> 52
+# on a validation set from 2,000 at 2e-5 to 72,000 at 1e-4, while reason mode falls, which GRPO then
+# wins back (items 41, 43). GRPO runs 400 steps at lr 3e-5 on a larger `rl` split, each prompt seen
+# once, from the question families the cold start answers above chance (the family probe,
+# `data.family_probe`: 64 training prompts per family, answered greedily): 100 steps on a few hundred
+# prompts did not move held-out accuracy; 400 steps on the five families a validation set picked
+# raised it by 4 points over three seeds; with all eight families, by 2 and towards one letter
+# (items 30-31).
 FOUNDATION_OVERRIDES = {
     "pretrain": ["model.trainable=[connector]"],
-    "sft": ["optim.lr=2e-5"],
+    "sft": ["optim.lr=1e-4"],
     "coldstart": ["optim.lr=1e-5", "optim.epochs=1"],
     "grpo": ["optim.lr=3e-5", "optim.max_steps=400", "data.family_probe=64"],
 }
@@ -72,7 +75,9 @@ def start_overrides(stage: str, foundation: str) -> list[str]:
 
 
 DEMO_SIZES = {"pretrain": 1000, "sft": 2000, "rl": 600, "test": 200, "test_heldout": 200, "coldstart": 16}
-FOUNDATION_SIZES = {**DEMO_SIZES, "rl": 2600}  # 400 steps x 4 prompts need 1,600: 5 of 8 families kept
+# GRPO's 400 steps x 4 prompts need 1,600 prompts of the kept families (5 of 8 kept: 2,600); SFT's
+# option answers, see FOUNDATION_OVERRIDES
+FOUNDATION_SIZES = {**DEMO_SIZES, "sft": 72000, "rl": 2600}
 
 
 def demo_sizes(foundation: str, given: dict[str, int] | None = None) -> dict[str, int]:
