@@ -313,7 +313,7 @@ class RolloutEngine:
         greedy = (active % G) < params.greedy_rows if params.greedy_rows else None  # per active row
         for t in range(params.max_new_tokens):
             tok = sample_next(logits, params.temperature, params.top_k, params.top_p, generator)
-            if greedy is not None:  # every row still draws, so the generator's stream is the same
+            if greedy is not None:  # every row still draws: without compaction the samples are unchanged
                 tok = torch.where(greedy, logits.argmax(-1), tok)
             tok = tok.masked_fill(done, eos)
             result[active, t] = tok
