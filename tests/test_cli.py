@@ -168,3 +168,23 @@ def test_the_shipped_foundation_recipe_is_a_valid_config():
     # item 39: the compare questions (place read better) and the own question in option form from cycle 2
     assert cfg.align_grounded_compare and cfg.align_question_option_fraction == 0.0
     assert cfg.align_later_question_option_fraction == 0.3
+
+
+def test_demo_starts_from_the_shipped_foundation_unless_told_and_full_sets_the_bars_setting(monkeypatch):
+    """`tinyvr demo` with no flags starts from the shipped foundation; `--foundation none`, from a
+    fresh tiny model; `--full` asks for 72,000 SFT answers and three GRPO seeds side by side, and the
+    flags that are given still win over it."""
+    import tinyvr.recipes.demo as demo
+
+    calls = []
+    monkeypatch.setattr(demo, "run_demo", lambda **kw: calls.append(kw))
+    main(["demo"])
+    main(["demo", "--foundation", "none", "--sizes", "rl=50"])
+    main(["demo", "--full"])
+    main(["demo", "--full", "--seeds", "2", "--sizes", "sft=100,rl=9", "--foundation", "runs/f"])
+    default, fresh, full, given = calls
+    assert Path(default["foundation"]) == demo.SHIPPED_FOUNDATION == Path("foundations/tiny").resolve()
+    assert (default["sizes"], default["seeds"], default["jobs"]) == (None, 1, 1)
+    assert fresh["foundation"] == "" and fresh["sizes"] == {"rl": 50}
+    assert (full["sizes"], full["seeds"], full["jobs"]) == ({"sft": 72000}, 3, 3)
+    assert (given["sizes"], given["seeds"], given["jobs"], given["foundation"]) == ({"sft": 100, "rl": 9}, 2, 3, "runs/f")

@@ -695,10 +695,11 @@ def test_a_foundation_demo_draws_a_larger_rl_split_than_its_grpo_steps_use():
     """From a foundation GRPO runs 400 steps of 4 prompts from the families the family probe keeps
     (five of the eight, equally common, for runs/fj's cold start on a validation set): the default rl
     split then holds enough of them to show every prompt once; the fresh demo keeps its smaller split
-    (and its time budget) and no probe. SFT from a foundation sees many more option answers."""
+    (and its time budget) and no probe. SFT from a foundation sees more option answers, and with
+    `--full` many more."""
     from tinyvr.config import load_config
     from tinyvr.data.synthetic import FAMILIES
-    from tinyvr.recipes.demo import DEMO_SIZES, FOUNDATION_OVERRIDES, demo_sizes
+    from tinyvr.recipes.demo import DEMO_SIZES, FOUNDATION_OVERRIDES, FULL, demo_sizes
 
     cfg = load_config("configs/tiny/grpo.yaml", FOUNDATION_OVERRIDES["grpo"])
     assert cfg.data.family_probe > 0 and not cfg.data.families
@@ -706,8 +707,10 @@ def test_a_foundation_demo_draws_a_larger_rl_split_than_its_grpo_steps_use():
     kept = demo_sizes("runs/f")["rl"] * 5 // len(FAMILIES)
     assert kept >= cfg.optim.max_steps * cfg.optim.batch_size > demo_sizes("")["rl"]
     assert demo_sizes("") == DEMO_SIZES and demo_sizes("") is not DEMO_SIZES
-    # SFT from a foundation sees 72,000 option answers, the evaluation splits and the cold start stay
-    assert demo_sizes("runs/f")["sft"] == 72000 == 36 * DEMO_SIZES["sft"]
+    # SFT from a foundation sees 8,000 option answers (72,000 with --full); the evaluation splits and
+    # the cold start stay
+    assert demo_sizes("runs/f")["sft"] == 8000 == 4 * DEMO_SIZES["sft"]
+    assert demo_sizes("runs/f", FULL["sizes"])["sft"] == 72000 and FULL["seeds"] >= 3
     assert {k: v for k, v in demo_sizes("runs/f").items() if k not in ("rl", "sft")} == {
         k: v for k, v in DEMO_SIZES.items() if k not in ("rl", "sft")}
 
@@ -869,3 +872,21 @@ def test_align_with_motion_and_compare_questions_trains_and_scores_them(toy_foun
         assert 0.0 <= m[f"grounded_{kind}_acc_matched"] <= 1.0 and 0.0 <= m[f"grounded_{kind}_acc_mismatched"] <= 1.0
     base = json.loads((toy_foundation / "metrics.json").read_text())["align"]
     assert "grounded_move_acc_matched" not in base and "grounded_compare_acc_matched" not in base
+
+
+def test_the_shipped_foundation_is_intact_and_answers_which_option_is_x_in_text():
+    """foundations/tiny, where `tinyvr demo` starts: its weights have the sha256 its foundation.json
+    records, and its LLM picks the letter of the stated option on items of a seed it never saw, as
+    its build measured (binding 84-91%); a fresh tiny model is at a fifth at best."""
+    from tinyvr.recipes.common import load_model
+    from tinyvr.recipes.demo import SHIPPED_FOUNDATION, foundation_model_dir
+    from tinyvr.recipes.foundation import _record_accuracy, language_batch
+
+    model, processor = load_model(foundation_model_dir(SHIPPED_FOUNDATION))
+    records = [r for r, _ in foundation_items(seed=123, n=64)]
+    batch = language_batch(random.Random(0), records, processor.tokenizer, 64, 0.0, ("which",))
+    hist = {"binding": []}
+    with torch.no_grad():
+        logits = model.language_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    _record_accuracy(hist, logits, batch)
+    assert len(hist["binding"]) == 64 and np.mean(hist["binding"]) >= 0.6

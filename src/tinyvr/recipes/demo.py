@@ -18,6 +18,8 @@ from pathlib import Path
 from tinyvr.utils.logging import banner, info
 
 PACKAGED_CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "tiny"
+# The tiny foundation the repository ships (foundations/tiny/README.md): where `tinyvr demo` starts
+SHIPPED_FOUNDATION = Path(__file__).resolve().parents[3] / "foundations" / "tiny"
 STAGES = ("pretrain", "sft", "coldstart", "grpo")
 EVAL_STAGES = {"sft": "sft", "coldstart": "coldstart", "r1": "grpo"}  # paper row -> stage folder
 SPLITS = ("test", "test_heldout")
@@ -33,10 +35,10 @@ ABLATIONS = {  # name -> GRPO overrides (the paper's ablations)
 # the reference's own rates where they can: the caption stage trains the connector only and the cold
 # start runs one epoch (4 steps of 4) at lr 1e-5. A fresh tiny model needs its LLM trained in the
 # caption stage and far more (lr 5e-4, 25 epochs) to learn the format at all; from a foundation those
-# rates erase its reason-mode skill (docs/tiny-study.md, items 27-28). SFT sees 72,000 option answers
-# at lr 1e-4 (4,500 steps, about an hour here): option mode grows with the answers SFT sees, 27 -> 52
-# on a validation set from 2,000 at 2e-5 to 72,000 at 1e-4, while reason mode falls, which GRPO then
-# wins back (items 41, 43). GRPO runs 400 steps at lr 3e-5 on a larger `rl` split, each prompt seen
+# rates erase its reason-mode skill (docs/tiny-study.md, items 27-28). SFT runs at lr 1e-4: option
+# mode grows with the answers SFT sees, 27 -> 52 on a validation set from 2,000 at 2e-5 to 72,000 at
+# 1e-4, while reason mode falls, which GRPO then wins back (items 41, 43); the demo's default sees
+# 8,000 (minutes), `--full` 72,000 (4,500 steps, about 50 min here). GRPO runs 400 steps at lr 3e-5 on a larger `rl` split, each prompt seen
 # once, from the question families the cold start answers above chance (the family probe,
 # `data.family_probe`: 64 training prompts per family, answered greedily): 100 steps on a few hundred
 # prompts did not move held-out accuracy; 400 steps on the five families a validation set picked
@@ -77,7 +79,17 @@ def start_overrides(stage: str, foundation: str) -> list[str]:
 DEMO_SIZES = {"pretrain": 1000, "sft": 2000, "rl": 600, "test": 200, "test_heldout": 200, "coldstart": 16}
 # GRPO's 400 steps x 4 prompts need 1,600 prompts of the kept families (5 of 8 kept: 2,600); SFT's
 # option answers, see FOUNDATION_OVERRIDES
-FOUNDATION_SIZES = {**DEMO_SIZES, "sft": 72000, "rl": 2600}
+FOUNDATION_SIZES = {**DEMO_SIZES, "sft": 8000, "rl": 2600}
+# `tinyvr demo --full`: what meets both measured bars from the shipped foundation (items 41-43; about
+# 100 min here): SFT on 72,000 option answers, R1 at three GRPO seeds trained side by side
+FULL = {"sizes": {"sft": 72000}, "seeds": 3, "jobs": 3}
+
+
+def resolve_foundation(arg: str | None) -> str:
+    """`--foundation`: not given, the shipped foundation; `none`, a fresh tiny model (""); else a folder."""
+    if arg is None:
+        return str(SHIPPED_FOUNDATION)
+    return "" if arg.strip().lower() == "none" else arg
 
 
 def demo_sizes(foundation: str, given: dict[str, int] | None = None) -> dict[str, int]:
