@@ -181,10 +181,12 @@ def test_demo_starts_from_the_shipped_foundation_unless_told_and_full_sets_the_b
     main(["demo"])
     main(["demo", "--foundation", "none", "--sizes", "rl=50"])
     main(["demo", "--full"])
-    main(["demo", "--full", "--seeds", "2", "--sizes", "sft=100,rl=9", "--foundation", "runs/f"])
+    main(["demo", "--full", "--seeds", "2", "--sizes", "sft=100,rl=9", "--foundation", "runs/f", "grpo:optim.max_steps=5"])
     default, fresh, full, given = calls
     assert Path(default["foundation"]) == demo.SHIPPED_FOUNDATION == Path("foundations/tiny").resolve()
     assert (default["sizes"], default["seeds"], default["jobs"]) == (None, 1, 1)
     assert fresh["foundation"] == "" and fresh["sizes"] == {"rl": 50}
     assert (full["sizes"], full["seeds"], full["jobs"]) == ({"sft": 72000}, 3, 3)
+    assert default["overrides"] == [] and full["overrides"] == ["grpo:optim.max_steps=400"]
+    assert given["overrides"] == ["grpo:optim.max_steps=400", "grpo:optim.max_steps=5"]  # the given one last: it wins
     assert (given["sizes"], given["seeds"], given["jobs"], given["foundation"]) == ({"sft": 100, "rl": 9}, 2, 3, "runs/f")

@@ -71,12 +71,12 @@ def _cmd_demo(a):
     from tinyvr.data.synthetic import parse_sizes
     from tinyvr.recipes.demo import FULL, resolve_foundation, run_demo
 
-    full = FULL if a.full else {"sizes": {}, "seeds": 1, "jobs": 1}  # flags that are given win over --full's
+    full = FULL if a.full else {"sizes": {}, "seeds": 1, "jobs": 1, "overrides": []}  # given flags win over --full's
     sizes = {**full["sizes"], **(parse_sizes(a.sizes) if a.sizes else {})}
     seeds = full["seeds"] if a.seeds is None else a.seeds
     jobs = full["jobs"] if a.jobs is None else a.jobs
     run_demo(out=a.out, ablations=a.ablations, seeds=seeds, seed=a.seed, fresh=a.fresh, config_dir=a.config_dir,
-             overrides=a.overrides, eval_limit=a.eval_limit, sizes=sizes or None,
+             overrides=full["overrides"] + a.overrides, eval_limit=a.eval_limit, sizes=sizes or None,
              foundation=resolve_foundation(a.foundation), jobs=jobs)
 
 

@@ -692,14 +692,15 @@ def test_demo_starts_from_a_foundation(toy_foundation, tmp_path):
 
 
 def test_a_foundation_demo_draws_a_larger_rl_split_than_its_grpo_steps_use():
-    """From a foundation GRPO runs 400 steps of 4 prompts from the families the family probe keeps
-    (five of the eight, equally common, for runs/fj's cold start on a validation set): the default rl
+    """From a foundation GRPO runs 300 steps (400 with `--full`) of 4 prompts from the families the
+    family probe keeps (five of the eight, equally common, for runs/fj's cold start on a validation
+    set): the default rl
     split then holds enough of them to show every prompt once; the fresh demo keeps its smaller split
     (and its time budget) and no probe. SFT from a foundation sees more option answers, and with
     `--full` many more."""
     from tinyvr.config import load_config
     from tinyvr.data.synthetic import FAMILIES
-    from tinyvr.recipes.demo import DEMO_SIZES, FOUNDATION_OVERRIDES, FULL, demo_sizes
+    from tinyvr.recipes.demo import DEMO_SIZES, FOUNDATION_OVERRIDES, FULL, demo_sizes, split_stage_overrides
 
     cfg = load_config("configs/tiny/grpo.yaml", FOUNDATION_OVERRIDES["grpo"])
     assert cfg.data.family_probe > 0 and not cfg.data.families
@@ -711,6 +712,10 @@ def test_a_foundation_demo_draws_a_larger_rl_split_than_its_grpo_steps_use():
     # the cold start stay
     assert demo_sizes("runs/f")["sft"] == 8000 == 4 * DEMO_SIZES["sft"]
     assert demo_sizes("runs/f", FULL["sizes"])["sft"] == 72000 and FULL["seeds"] >= 3
+    # --full's 400 GRPO steps still see every prompt once
+    _, full_grpo = split_stage_overrides(FULL["overrides"])
+    steps = load_config("configs/tiny/grpo.yaml", FOUNDATION_OVERRIDES["grpo"] + full_grpo["grpo"]).optim.max_steps
+    assert steps == 400 > cfg.optim.max_steps and kept >= steps * cfg.optim.batch_size
     assert {k: v for k, v in demo_sizes("runs/f").items() if k not in ("rl", "sft")} == {
         k: v for k, v in DEMO_SIZES.items() if k not in ("rl", "sft")}
 
