@@ -78,6 +78,7 @@ def test_demo_runs_every_stage_writes_results_and_report_reuses_them_and_adds_ab
     md = (out / "report.md").read_text()
     assert "Item by item against the cold start (3 items): seed 0: " in md and "; seed 1: " in md
     assert "(2 seeds)" in md and "## Ablations" not in md and "`tinyvr demo --seeds 3`" not in md
+    assert "Started from a fresh, random tiny model" in md and summary["start"] == {"foundation": None}
     seed1_k8 = json.loads((out / "ablations" / "full-seed1" / "eval" / "test_heldout-reason-k8" / "results.json")
                           .read_text())
     assert gain["sampled"]["r1_seed_accs"] == [r1_k8["sampling"]["pass@1"], seed1_k8["sampling"]["pass@1"]]

@@ -689,15 +689,18 @@ def test_demo_starts_from_a_foundation(toy_foundation, tmp_path):
     for fam, s in probe["families"].items():
         assert f"| {fam} | {s['correct']} / {s['n']} |" in md
     assert set(json.loads((out / "results.json").read_text())) == {"sft", "coldstart", "r1"}
+    # the report and the summary say where the stages started
+    sha = json.loads((toy_foundation / "foundation.json").read_text())["weights_sha256"]
+    assert f"Started from the foundation `{toy_foundation}`" in md and sha[:12] in md
+    assert json.loads((out / "summary.json").read_text())["start"]["weights_sha256"] == sha
 
 
 def test_a_foundation_demo_draws_a_larger_rl_split_than_its_grpo_steps_use():
     """From a foundation GRPO runs 300 steps (400 with `--full`) of 4 prompts from the families the
     family probe keeps (five of the eight, equally common, for runs/fj's cold start on a validation
-    set): the default rl
-    split then holds enough of them to show every prompt once; the fresh demo keeps its smaller split
-    (and its time budget) and no probe. SFT from a foundation sees more option answers, and with
-    `--full` many more."""
+    set): the default rl split then holds enough of them to show every prompt once; the fresh demo
+    keeps its smaller split (and its time budget) and no probe. SFT from a foundation sees more
+    option answers, and with `--full` many more."""
     from tinyvr.config import load_config
     from tinyvr.data.synthetic import FAMILIES
     from tinyvr.recipes.demo import DEMO_SIZES, FOUNDATION_OVERRIDES, FULL, demo_sizes, split_stage_overrides

@@ -433,7 +433,8 @@ def run_demo(out: str = "runs/demo", *, ablations: bool = False, seeds: int = 1,
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     summary = {"results": results, "reasoning": reasoning, "headroom": headroom, "grpo_gain": verdict,
                "ablations": ablation_summary,
-               "wall_seconds": round(time.time() - t_start, 1), "seed": seed, "sizes": manifest.get("counts")}
+               "wall_seconds": round(time.time() - t_start, 1), "seed": seed, "sizes": manifest.get("counts"),
+               "start": json.loads((out / "init" / "origin.json").read_text())}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     report = write_demo_report(out, results, reasoning, ablation_summary, headroom, verdict)
     info(f"results: {out / 'results.json'}")
@@ -657,6 +658,15 @@ def _probe_section(p: dict) -> str:
     return "\n".join(lines)
 
 
+def _start_line(origin: Path) -> str:
+    """What the stages started from, as the report's results say it (init/origin.json)."""
+    o = json.loads(origin.read_text()) if origin.is_file() else {}
+    if o.get("foundation"):
+        return (f"Started from the foundation `{o['foundation']}` (pretrained tower, connector and LLM; "
+                f"weights sha256 {o['weights_sha256'][:12]}...).")
+    return "Started from a fresh, random tiny model (`--foundation none`)."
+
+
 def write_demo_report(out: Path, results: dict, reasoning: dict, ablations: dict | None,
                       headroom: dict | None = None, verdict: dict | None = None) -> Path:
     from tinyvr.eval.report import plot_eval, render_report, results_from_demo
@@ -668,7 +678,7 @@ def write_demo_report(out: Path, results: dict, reasoning: dict, ablations: dict
         for mode in MODES:
             lines.append(f"| {names[row]} | {'Option' if mode == 'option' else 'Reason'} | "
                          f"{100 * results[row]['test'][mode]:.1f} | {100 * results[row]['test_heldout'][mode]:.1f} |")
-    body = "\n".join(lines)
+    body = "\n".join(lines) + "\n\n" + _start_line(out / "init" / "origin.json")
     # bars per stage / mode / split side by side, from the same numbers as the table
     img = plot_eval(results_from_demo("demo", out / "results.json", results), out / "report_eval.png")
     if img is not None:
