@@ -88,8 +88,11 @@ FULL = {"sizes": {"sft": 72000}, "seeds": 3, "jobs": 3, "overrides": ["grpo:opti
 
 def resolve_foundation(arg: str | None) -> str:
     """`--foundation`: not given, the shipped foundation; `none`, a fresh tiny model (""); else a folder."""
-    if arg is None:
-        return str(SHIPPED_FOUNDATION)
+    if arg is None:  # shown relative to the working directory when it is inside it (the repository root)
+        try:
+            return str(SHIPPED_FOUNDATION.relative_to(Path.cwd().resolve()))
+        except ValueError:
+            return str(SHIPPED_FOUNDATION)
     return "" if arg.strip().lower() == "none" else arg
 
 
@@ -309,14 +312,19 @@ def _init_origin(foundation: str) -> dict:
     return {"foundation": str(foundation), "weights_sha256": m["weights_sha256"]}
 
 
+def _read_origin(init: Path) -> dict:
+    """What `init/` was made from (origin.json; a folder from before it existed: a fresh model)."""
+    p = init / "origin.json"
+    return json.loads(p.read_text()) if p.is_file() else {"foundation": None}
+
+
 def _check_reused_init(init: Path, origin: dict) -> None:
     """A rerun reuses `init/` only if it came from the same start (fresh, or the same foundation)."""
     from tinyvr.errors import ConfigError
 
     if not (init / "config.json").is_file():
         return
-    p = init / "origin.json"
-    found = json.loads(p.read_text()) if p.is_file() else {"foundation": None}
+    found = _read_origin(init)
     if found.get("weights_sha256") != origin.get("weights_sha256"):
         was = f"the foundation {found['foundation']}" if found.get("foundation") else "a fresh tiny model"
         now = f"the foundation {origin['foundation']}" if origin.get("foundation") else "a fresh tiny model"
@@ -434,7 +442,7 @@ def run_demo(out: str = "runs/demo", *, ablations: bool = False, seeds: int = 1,
     summary = {"results": results, "reasoning": reasoning, "headroom": headroom, "grpo_gain": verdict,
                "ablations": ablation_summary,
                "wall_seconds": round(time.time() - t_start, 1), "seed": seed, "sizes": manifest.get("counts"),
-               "start": json.loads((out / "init" / "origin.json").read_text())}
+               "start": _read_origin(out / "init")}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     report = write_demo_report(out, results, reasoning, ablation_summary, headroom, verdict)
     info(f"results: {out / 'results.json'}")
@@ -658,9 +666,9 @@ def _probe_section(p: dict) -> str:
     return "\n".join(lines)
 
 
-def _start_line(origin: Path) -> str:
-    """What the stages started from, as the report's results say it (init/origin.json)."""
-    o = json.loads(origin.read_text()) if origin.is_file() else {}
+def _start_line(init: Path) -> str:
+    """What the stages started from, as the report's results say it."""
+    o = _read_origin(init)
     if o.get("foundation"):
         return (f"Started from the foundation `{o['foundation']}` (pretrained tower, connector and LLM; "
                 f"weights sha256 {o['weights_sha256'][:12]}...).")
@@ -678,7 +686,7 @@ def write_demo_report(out: Path, results: dict, reasoning: dict, ablations: dict
         for mode in MODES:
             lines.append(f"| {names[row]} | {'Option' if mode == 'option' else 'Reason'} | "
                          f"{100 * results[row]['test'][mode]:.1f} | {100 * results[row]['test_heldout'][mode]:.1f} |")
-    body = "\n".join(lines) + "\n\n" + _start_line(out / "init" / "origin.json")
+    body = "\n".join(lines) + "\n\n" + _start_line(out / "init")
     # bars per stage / mode / split side by side, from the same numbers as the table
     img = plot_eval(results_from_demo("demo", out / "results.json", results), out / "report_eval.png")
     if img is not None:
