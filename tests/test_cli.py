@@ -183,8 +183,10 @@ def test_demo_starts_from_the_shipped_foundation_unless_told_and_full_sets_the_b
     main(["demo", "--full"])
     main(["demo", "--full", "--seeds", "2", "--sizes", "sft=100,rl=9", "--foundation", "runs/f", "grpo:optim.max_steps=5"])
     default, fresh, full, given = calls
-    assert default["foundation"] == "foundations/tiny"  # relative: the tests run from the repository root
-    assert Path(default["foundation"]).resolve() == demo.SHIPPED_FOUNDATION
+    if (demo.SHIPPED_FOUNDATION / "model" / "model.safetensors").is_file():  # built here, not tracked by git
+        assert default["foundation"] == "foundations/tiny"  # relative: the tests run from the repository root
+    else:
+        assert default["foundation"] == ""
     assert (default["sizes"], default["seeds"], default["jobs"]) == (None, 1, 1)
     assert fresh["foundation"] == "" and fresh["sizes"] == {"rl": 50}
     assert (full["sizes"], full["seeds"], full["jobs"]) == ({"sft": 72000}, 3, 3)

@@ -89,6 +89,11 @@ FULL = {"sizes": {"sft": 72000}, "seeds": 3, "jobs": 3, "overrides": ["grpo:opti
 def resolve_foundation(arg: str | None) -> str:
     """`--foundation`: not given, the shipped foundation; `none`, a fresh tiny model (""); else a folder."""
     if arg is None:  # shown relative to the working directory when it is inside it (the repository root)
+        if not (SHIPPED_FOUNDATION / "model" / "model.safetensors").is_file():
+            info(f"no foundation weights in {SHIPPED_FOUNDATION} (too large for git; build them with "
+                 "`tinyvr foundation --config configs/tiny/foundation.yaml --out foundations/tiny`): "
+                 "starting from a fresh tiny model")
+            return ""
         try:
             return str(SHIPPED_FOUNDATION.relative_to(Path.cwd().resolve()))
         except ValueError:
