@@ -170,23 +170,30 @@ def test_the_shipped_foundation_recipe_is_a_valid_config():
     assert cfg.align_later_question_option_fraction == 0.3
 
 
-def test_demo_starts_from_the_shipped_foundation_unless_told_and_full_sets_the_bars_setting(monkeypatch):
-    """`tinyvr demo` with no flags starts from the shipped foundation; `--foundation none`, from a
-    fresh tiny model; `--full` asks for 72,000 SFT answers and three GRPO seeds side by side, and the
-    flags that are given still win over it."""
+def test_demo_starts_from_the_shipped_foundation_unless_told_and_full_sets_the_bars_setting(monkeypatch, tmp_path, capsys):
+    """`tinyvr demo` with no flags starts from the repository's foundation when its weights are built
+    (git does not carry them), else from a fresh model and says how to build them; `--foundation
+    none`, from a fresh tiny model; `--full` asks for 72,000 SFT answers and three GRPO seeds side by
+    side, and the flags that are given still win over it."""
     import tinyvr.recipes.demo as demo
 
     calls = []
     monkeypatch.setattr(demo, "run_demo", lambda **kw: calls.append(kw))
+    shipped = tmp_path / "foundations" / "tiny"
+    (shipped / "model").mkdir(parents=True)
+    monkeypatch.setattr(demo, "SHIPPED_FOUNDATION", shipped)
+    main(["demo"])  # as on a fresh clone: no weights
+    assert calls.pop()["foundation"] == "" and "make foundation" in capsys.readouterr().out
+    (shipped / "model" / "model.safetensors").write_bytes(b"built")
     main(["demo"])
+    assert calls[-1]["foundation"] == str(shipped)  # not under the working directory: shown whole
+    monkeypatch.chdir(tmp_path)
+    main(["demo"])
+    assert calls.pop()["foundation"] == "foundations/tiny"  # under it: relative
     main(["demo", "--foundation", "none", "--sizes", "rl=50"])
     main(["demo", "--full"])
     main(["demo", "--full", "--seeds", "2", "--sizes", "sft=100,rl=9", "--foundation", "runs/f", "grpo:optim.max_steps=5"])
     default, fresh, full, given = calls
-    if (demo.SHIPPED_FOUNDATION / "model" / "model.safetensors").is_file():  # built here, not tracked by git
-        assert default["foundation"] == "foundations/tiny"  # relative: the tests run from the repository root
-    else:
-        assert default["foundation"] == ""
     assert (default["sizes"], default["seeds"], default["jobs"]) == (None, 1, 1)
     assert fresh["foundation"] == "" and fresh["sizes"] == {"rl": 50}
     assert (full["sizes"], full["seeds"], full["jobs"]) == ({"sft": 72000}, 3, 3)

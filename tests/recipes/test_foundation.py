@@ -402,6 +402,22 @@ def test_foundation_parts_resume_from_their_checkpoints_exactly(toy_foundation, 
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_folder_with_the_manifest_but_not_the_weights_is_built_not_taken_as_done(toy_foundation, tmp_path):
+    """As a clone has foundations/tiny: foundation.json and the tokenizer in git, the weights not."""
+    from tinyvr.utils.hashing import file_sha256
+
+    out = tmp_path / "f"
+    shutil.copytree(toy_foundation, out)
+    (out / "model" / "model.safetensors").unlink()
+    stale = json.loads((out / "foundation.json").read_text())
+    stale["weights_sha256"] = "0" * 64  # another build's manifest
+    (out / "foundation.json").write_text(json.dumps(stale))
+    build_foundation(out, FoundationConfig(**TOY))
+    assert (out / "model" / "model.safetensors").is_file()
+    m = json.loads((out / "foundation.json").read_text())
+    assert m["weights_sha256"] == file_sha256(out / "model" / "model.safetensors")
+
+
 def test_align_without_the_object_head_trains_and_resumes_without_it(toy_foundation, tmp_path):
     """Weight 0: no head, no object metrics, and a checkpoint without the head (as builds before it
     wrote) resumes to the same weights as an uninterrupted run."""

@@ -90,9 +90,8 @@ def resolve_foundation(arg: str | None) -> str:
     """`--foundation`: not given, the shipped foundation; `none`, a fresh tiny model (""); else a folder."""
     if arg is None:  # shown relative to the working directory when it is inside it (the repository root)
         if not (SHIPPED_FOUNDATION / "model" / "model.safetensors").is_file():
-            info(f"no foundation weights in {SHIPPED_FOUNDATION} (too large for git; build them with "
-                 "`tinyvr foundation --config configs/tiny/foundation.yaml --out foundations/tiny`): "
-                 "starting from a fresh tiny model")
+            info(f"no foundation weights in {SHIPPED_FOUNDATION} (too large for git; build them once with "
+                 "`make foundation`, about 90 min): starting from a fresh tiny model, which stays near chance")
             return ""
         try:
             return str(SHIPPED_FOUNDATION.relative_to(Path.cwd().resolve()))
@@ -677,7 +676,8 @@ def _start_line(init: Path) -> str:
     if o.get("foundation"):
         return (f"Started from the foundation `{o['foundation']}` (pretrained tower, connector and LLM; "
                 f"weights sha256 {o['weights_sha256'][:12]}...).")
-    return "Started from a fresh, random tiny model (`--foundation none`)."
+    return ("Started from a fresh, random tiny model (no foundation: `--foundation none`, or its weights "
+            "not built, `make foundation`).")
 
 
 def write_demo_report(out: Path, results: dict, reasoning: dict, ablations: dict | None,

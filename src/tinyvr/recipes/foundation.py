@@ -969,7 +969,9 @@ def build_foundation(out: str | Path, cfg: FoundationConfig | None = None, part:
         sd.pop("lm_head.weight", None)  # tied to the embeddings
         save_file({k: v.contiguous() for k, v in sd.items()}, lm_file)
         _merge_metrics(metrics_path, "language", metrics["language"], cfg)
-    if part in ("all", "align") and (out / "foundation.json").is_file():
+    # done means the weights are there too: a clone of the repository has foundations/tiny's
+    # foundation.json and tokenizer but not its weights (too large for git), and builds them
+    if part in ("all", "align") and (out / "foundation.json").is_file() and (out / "model" / "model.safetensors").is_file():
         info(f"foundation: done already ({out / 'model'})")
     elif part in ("all", "align"):
         banner("foundation 4/4: align the connector and the LLM to the video")
