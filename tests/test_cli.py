@@ -181,7 +181,7 @@ def test_demo_starts_from_the_shipped_foundation_unless_told_and_full_sets_the_b
     monkeypatch.setattr(demo, "run_demo", lambda **kw: calls.append(kw))
     shipped = tmp_path / "foundations" / "tiny"
     (shipped / "model").mkdir(parents=True)
-    monkeypatch.setattr(demo, "SHIPPED_FOUNDATION", shipped)
+    monkeypatch.setattr(demo, "REPO_FOUNDATION", shipped)
     main(["demo"])  # as on a fresh clone: no weights
     assert calls.pop()["foundation"] == "" and "make foundation" in capsys.readouterr().out
     (shipped / "model" / "model.safetensors").write_bytes(b"built")

@@ -151,8 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--fresh", action="store_true", help="ignore finished stages and start over")
     s.add_argument("--foundation", help="the pretrained tower and LLM to start from: a folder built by "
-                   "`tinyvr foundation`, or `none` for a fresh random tiny model (default: the shipped one, "
-                   "foundations/tiny)")
+                   "`tinyvr foundation`, or `none` for a fresh random tiny model (default: foundations/tiny when "
+                   "its weights are built by `make foundation`, else a fresh model)")
     s.add_argument("--full", action="store_true", help="the setting that meets the measured bars: SFT on 72,000 "
                    "option answers instead of 8,000, R1 at 3 GRPO seeds side by side (about 100 min on 2 CPU "
                    "cores instead of about 15)")

@@ -900,15 +900,15 @@ def test_align_with_motion_and_compare_questions_trains_and_scores_them(toy_foun
 
 @pytest.mark.skipif(not Path("foundations/tiny/model/model.safetensors").is_file(),
                     reason="the foundation's weights are built locally, not tracked by git")
-def test_the_shipped_foundation_is_intact_and_answers_which_option_is_x_in_text():
+def test_the_built_foundation_is_intact_and_answers_which_option_is_x_in_text():
     """foundations/tiny, where `tinyvr demo` starts: its weights have the sha256 its foundation.json
     records, and its LLM picks the letter of the stated option on items of a seed it never saw, as
     its build measured (binding 84-91%); a fresh tiny model is at a fifth at best."""
     from tinyvr.recipes.common import load_model
-    from tinyvr.recipes.demo import SHIPPED_FOUNDATION, foundation_model_dir
+    from tinyvr.recipes.demo import REPO_FOUNDATION, foundation_model_dir
     from tinyvr.recipes.foundation import _record_accuracy, language_batch
 
-    model, processor = load_model(foundation_model_dir(SHIPPED_FOUNDATION))
+    model, processor = load_model(foundation_model_dir(REPO_FOUNDATION))
     records = [r for r, _ in foundation_items(seed=123, n=64)]
     batch = language_batch(random.Random(0), records, processor.tokenizer, 64, 0.0, ("which",))
     hist = {"binding": []}

@@ -18,8 +18,9 @@ from pathlib import Path
 from tinyvr.utils.logging import banner, info
 
 PACKAGED_CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "tiny"
-# The tiny foundation the repository ships (foundations/tiny/README.md): where `tinyvr demo` starts
-SHIPPED_FOUNDATION = Path(__file__).resolve().parents[3] / "foundations" / "tiny"
+# The tiny foundation (foundations/tiny/README.md; git holds all but its weights, `make foundation` builds
+# them): where `tinyvr demo` starts when they are there
+REPO_FOUNDATION = Path(__file__).resolve().parents[3] / "foundations" / "tiny"
 STAGES = ("pretrain", "sft", "coldstart", "grpo")
 EVAL_STAGES = {"sft": "sft", "coldstart": "coldstart", "r1": "grpo"}  # paper row -> stage folder
 SPLITS = ("test", "test_heldout")
@@ -81,22 +82,23 @@ DEMO_SIZES = {"pretrain": 1000, "sft": 2000, "rl": 600, "test": 200, "test_heldo
 # GRPO's 400 steps (--full) x 4 prompts need 1,600 prompts of the kept families (5 of 8 kept: 2,600); SFT's
 # option answers, see FOUNDATION_OVERRIDES
 FOUNDATION_SIZES = {**DEMO_SIZES, "sft": 8000, "rl": 2600}
-# `tinyvr demo --full`: what meets both measured bars from the shipped foundation (items 41-43; about
+# `tinyvr demo --full`: what meets both measured bars from the foundation (items 41-43; about
 # 100 min here): SFT on 72,000 option answers, 400 GRPO steps, R1 at three seeds side by side
 FULL = {"sizes": {"sft": 72000}, "seeds": 3, "jobs": 3, "overrides": ["grpo:optim.max_steps=400"]}
 
 
 def resolve_foundation(arg: str | None) -> str:
-    """`--foundation`: not given, the shipped foundation; `none`, a fresh tiny model (""); else a folder."""
+    """`--foundation`: not given, foundations/tiny if its weights are built (else a fresh model, "");
+    `none`, a fresh tiny model (""); else that folder."""
     if arg is None:  # shown relative to the working directory when it is inside it (the repository root)
-        if not (SHIPPED_FOUNDATION / "model" / "model.safetensors").is_file():
-            info(f"no foundation weights in {SHIPPED_FOUNDATION} (too large for git; build them once with "
+        if not (REPO_FOUNDATION / "model" / "model.safetensors").is_file():
+            info(f"no foundation weights in {REPO_FOUNDATION} (too large for git; build them once with "
                  "`make foundation`, about 90 min): starting from a fresh tiny model, which stays near chance")
             return ""
         try:
-            return str(SHIPPED_FOUNDATION.relative_to(Path.cwd().resolve()))
+            return str(REPO_FOUNDATION.relative_to(Path.cwd().resolve()))
         except ValueError:
-            return str(SHIPPED_FOUNDATION)
+            return str(REPO_FOUNDATION)
     return "" if arg.strip().lower() == "none" else arg
 
 
