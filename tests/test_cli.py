@@ -161,6 +161,8 @@ def test_the_shipped_foundation_recipe_is_a_valid_config():
     path = Path(__file__).resolve().parents[1] / "configs" / "tiny" / "foundation.yaml"
     cfg = foundation_config(read_yaml(path), where=str(path))
     assert "enum" in cfg.binding_formats and cfg.align_question_reason_fraction > 0
+    # the held-out checks as runs/fRo had them: every 100 steps would add about 40 min of align checks
+    assert cfg.eval_every == 400 and cfg.align_steps % cfg.eval_every == 0
     # the place objectives of items 35-36: without them the video tokens keep no place
     assert cfg.vision_position_weight > 0 and cfg.align_object_weight > 0 and cfg.align_object_warmup > 0
     # item 38: the one-letter answer from the video forms in the second align cycle
