@@ -824,6 +824,26 @@ def test_own_question_with_the_trace_states_what_the_frames_show_before_the_answ
     assert seen >= 8
 
 
+def test_each_align_cycle_paces_its_time_left_from_its_own_first_step(toy_foundation, tmp_path, monkeypatch):
+    """The progress lines' time left: the second cycle's pace starts with its own steps, not with the
+    part's first (a build here then said "about 342 min left" for 20 min of steps)."""
+    import time
+
+    import tinyvr.recipes.foundation as foundation
+
+    out = tmp_path / "f"
+    shutil.copytree(toy_foundation, out)
+    shutil.rmtree(out / "model"); shutil.rmtree(out / "align"); (out / "foundation.json").unlink()
+    paces = []
+    monkeypatch.setattr(foundation, "PROGRESS_EVERY", 1)
+    monkeypatch.setattr(foundation, "_progress",
+                        lambda part, done, step, total, loss, t0: paces.append((part, t0, time.time())))
+    build_foundation(out, FoundationConfig(**dict(TOY, align_cycles=2, align_object_warmup=2)), part="align")
+    first = [now for part, _, now in paces if part == "align cycle 1/2"]
+    second = [t0 for part, t0, _ in paces if part == "align cycle 2/2"]
+    assert first and second and min(second) > max(first)
+
+
 @pytest.mark.parametrize("connector", ["fresh", "keep"])
 def test_align_in_two_cycles_restarts_the_connector_and_resumes_between_and_within_cycles(toy_foundation, tmp_path,
                                                                                           connector):

@@ -864,6 +864,7 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
         part, mix = name.format(cycle + 1), cycle_mix(cfg, cycle)
         if start == 0 and cfg.align_object_warmup:  # (repeated whole after a crash within it: short, seeded)
             warmed = warm_connector(model, head, feats, objects, n_va, cfg)
+        paced = time.time()  # each cycle's pace from its own first step: the part's clock made it hours
         for step in range(start, cfg.align_steps):
             idx = [n_va + rng.randrange(len(items) - n_va) for _ in range(cfg.align_batch)] if len(items) > n_va else [0]
             video = encode([align_conversation(rng, records[i], grounded[i], mix) for i in idx], idx)
@@ -886,7 +887,7 @@ def train_alignment(model, processor, items, cfg: FoundationConfig, out: Path) -
                 if last and cycle + 1 < cfg.align_cycles:
                     done.append(res)
             elif (step + 1) % PROGRESS_EVERY == 0:
-                _progress(part, step + 1 - start, step + 1, cfg.align_steps, loss, t0)
+                _progress(part, step + 1 - start, step + 1, cfg.align_steps, loss, paced)
             if cfg.save_every and (step + 1) % cfg.save_every == 0 and not last:
                 save(step + 1)
         cycle, start = cycle + 1, 0
