@@ -403,7 +403,8 @@ def test_foundation_parts_resume_from_their_checkpoints_exactly(toy_foundation, 
 
 
 def test_a_folder_with_the_manifest_but_not_the_weights_is_built_not_taken_as_done(toy_foundation, tmp_path):
-    """As a clone has foundations/tiny: foundation.json and the tokenizer in git, the weights not."""
+    """A manifest without its weights (deleted, or the manifest copied in from another build) is no
+    finished build: the build runs and its manifest then records its own weights."""
     from tinyvr.utils.hashing import file_sha256
 
     out = tmp_path / "f"

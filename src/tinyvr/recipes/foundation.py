@@ -970,8 +970,8 @@ def build_foundation(out: str | Path, cfg: FoundationConfig | None = None, part:
         sd.pop("lm_head.weight", None)  # tied to the embeddings
         save_file({k: v.contiguous() for k, v in sd.items()}, lm_file)
         _merge_metrics(metrics_path, "language", metrics["language"], cfg)
-    # done means the weights are there too: a clone of the repository has foundations/tiny's
-    # foundation.json and tokenizer but not its weights (too large for git), and builds them
+    # done means the weights are there too: git holds foundations/tiny's config and tokenizer but not
+    # its weights (too large), and a manifest without them is no finished build
     if part in ("all", "align") and (out / "foundation.json").is_file() and (out / "model" / "model.safetensors").is_file():
         info(f"foundation: done already ({out / 'model'})")
     elif part in ("all", "align"):
