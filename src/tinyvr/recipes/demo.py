@@ -90,8 +90,10 @@ FULL = {"sizes": {"sft": 72000}, "seeds": 3, "jobs": 3, "overrides": ["grpo:opti
 def resolve_foundation(arg: str | None) -> str:
     """`--foundation`: not given, foundations/tiny if its weights are built (else a fresh model, "");
     `none`, a fresh tiny model (""); else that folder."""
+    from tinyvr.recipes.foundation import foundation_weights
+
     if arg is None:  # shown relative to the working directory when it is inside it (the repository root)
-        if not (REPO_FOUNDATION / "model" / "model.safetensors").is_file():
+        if not foundation_weights(REPO_FOUNDATION).is_file():
             info(f"no foundation weights in {REPO_FOUNDATION} (too large for git; build them once with "
                  "`make foundation`, about 90 min): starting from a fresh tiny model, which stays near chance")
             return ""
@@ -292,6 +294,7 @@ def foundation_model_dir(foundation: str | Path) -> Path:
     """The model folder of a foundation built by `tinyvr foundation` (its `model/`), checked
     against the sha256 its foundation.json records."""
     from tinyvr.errors import ConfigError
+    from tinyvr.recipes.foundation import foundation_weights
     from tinyvr.utils.hashing import file_sha256
 
     root = Path(foundation)
@@ -300,7 +303,7 @@ def foundation_model_dir(foundation: str | Path) -> Path:
         raise ConfigError(f"--foundation {root}: no foundation.json there (build one with "
                           f"`tinyvr foundation --out {root}`)")
     want = json.loads(manifest.read_text()).get("weights_sha256")
-    weights = root / "model" / "model.safetensors"
+    weights = foundation_weights(root)
     if not weights.is_file():
         raise ConfigError(f"--foundation {root}: {weights} is missing")
     got = file_sha256(weights)

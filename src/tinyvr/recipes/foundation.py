@@ -972,7 +972,7 @@ def build_foundation(out: str | Path, cfg: FoundationConfig | None = None, part:
         _merge_metrics(metrics_path, "language", metrics["language"], cfg)
     # done means the weights are there too: git holds foundations/tiny's config and tokenizer but not
     # its weights (too large), and a manifest without them is no finished build
-    if part in ("all", "align") and (out / "foundation.json").is_file() and (out / "model" / "model.safetensors").is_file():
+    if part in ("all", "align") and (out / "foundation.json").is_file() and foundation_weights(out).is_file():
         info(f"foundation: done already ({out / 'model'})")
     elif part in ("all", "align"):
         banner("foundation 4/4: align the connector and the LLM to the video")
@@ -989,6 +989,11 @@ def build_foundation(out: str | Path, cfg: FoundationConfig | None = None, part:
         (out / "foundation.json").write_text(json.dumps(manifest, indent=2) + "\n")
         info(f"foundation model: {final}")
     return out
+
+
+def foundation_weights(out: str | Path) -> Path:
+    """A built foundation's weights: the whole model (tower, connector, LLM) under `out`."""
+    return Path(out) / "model" / "model.safetensors"
 
 
 def _load_part(module, path: Path, prefix: str, init: Path) -> None:
