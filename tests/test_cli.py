@@ -54,6 +54,23 @@ def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path):
     assert "huge" in capsys.readouterr().err
 
 
+def test_the_tiny_recipe_stops_at_once_without_the_foundation_weights_and_says_how_to_build_them(
+        tmp_path, monkeypatch, capsys):
+    """configs/tiny/ starts from the tiny foundation, whose folder git holds without its weights: a clone
+    that has not run `make foundation` gets one line naming the field and the command, before any work."""
+    import shutil
+
+    config = Path("configs/tiny/pretrain.yaml").resolve()
+    model = tmp_path / "foundations" / "tiny" / "model"
+    model.mkdir(parents=True)
+    shutil.copy(Path("foundations/tiny/model/config.json"), model)
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "pretrain", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: model.init_from: foundations/tiny/model has no weights") and "make foundation" in err
+    assert not (tmp_path / "runs").exists()  # nothing started
+
+
 def test_init_model_and_infer(tmp_path, capsys):
     from tinyvr.data.video import write_video
     import numpy as np
@@ -175,8 +192,9 @@ def test_the_shipped_foundation_recipe_is_a_valid_config():
 def test_demo_starts_from_the_shipped_foundation_unless_told_and_full_sets_the_bars_setting(monkeypatch, tmp_path, capsys):
     """`tinyvr demo` with no flags starts from the repository's foundation when its weights are built
     (git does not carry them), else from a fresh model and says how to build them; `--foundation
-    none`, from a fresh tiny model; `--full` asks for 72,000 SFT answers and three GRPO seeds side by
-    side, and the flags that are given still win over it."""
+    none`, from a fresh tiny model; `--full` asks for the configs as written (the data's default
+    sizes, no quick settings) and three GRPO seeds side by side, and the flags that are given still win
+    over it."""
     import tinyvr.recipes.demo as demo
 
     calls = []
@@ -196,9 +214,9 @@ def test_demo_starts_from_the_shipped_foundation_unless_told_and_full_sets_the_b
     main(["demo", "--full"])
     main(["demo", "--full", "--seeds", "2", "--sizes", "sft=100,rl=9", "--foundation", "runs/f", "grpo:optim.max_steps=5"])
     default, fresh, full, given = calls
-    assert (default["sizes"], default["seeds"], default["jobs"]) == (None, 1, 1)
-    assert fresh["foundation"] == "" and fresh["sizes"] == {"rl": 50}
-    assert (full["sizes"], full["seeds"], full["jobs"]) == ({"sft": 72000}, 3, 3)
-    assert default["overrides"] == [] and full["overrides"] == ["grpo:optim.max_steps=400"]
-    assert given["overrides"] == ["grpo:optim.max_steps=400", "grpo:optim.max_steps=5"]  # the given one last: it wins
+    assert (default["sizes"], default["seeds"], default["jobs"], default["full"]) == (None, 1, 1, False)
+    assert fresh["foundation"] == "" and fresh["sizes"] == {"rl": 50} and not fresh["full"]
+    assert (full["sizes"], full["seeds"], full["jobs"], full["full"]) == (None, 3, 3, True)
+    assert default["overrides"] == [] == full["overrides"]
+    assert given["overrides"] == ["grpo:optim.max_steps=5"] and given["full"]
     assert (given["sizes"], given["seeds"], given["jobs"], given["foundation"]) == ({"sft": 100, "rl": 9}, 2, 3, "runs/f")

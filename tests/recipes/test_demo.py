@@ -245,7 +245,7 @@ def test_stage_overrides_reach_their_stage_only_and_a_bad_stage_is_refused_by_na
     import pytest
 
     from tinyvr.errors import ConfigError
-    from tinyvr.recipes.demo import DEMO_SIZES, FOUNDATION_SIZES, demo_sizes, split_stage_overrides
+    from tinyvr.recipes.demo import DEMO_SIZES, demo_sizes, split_stage_overrides
 
     common, per_stage = split_stage_overrides(["run.threads=1", "sft:optim.lr=1e-4", "grpo:optim.max_steps=5",
                                                "sft:optim.epochs=2", "model.init_from=runs/a:b"])
@@ -254,7 +254,8 @@ def test_stage_overrides_reach_their_stage_only_and_a_bad_stage_is_refused_by_na
     with pytest.raises(ConfigError, match="'sfx:optim.lr=1'.*no stage 'sfx'.*pretrain, sft, coldstart, grpo"):
         split_stage_overrides(["sfx:optim.lr=1"])
     # --sizes names some splits; the others keep the demo's sizes for the model it starts from
-    assert demo_sizes("runs/f", {"sft": 72000}) == {**FOUNDATION_SIZES, "sft": 72000}
+    assert demo_sizes("runs/f", {"sft": 72000}) == {**demo_sizes("runs/f"), "sft": 72000}
+    assert demo_sizes("runs/f", {"test": 9}, full=True) == {**demo_sizes("runs/f", full=True), "test": 9}
     assert demo_sizes("", {"rl": 5, "test": 7}) == {**DEMO_SIZES, "rl": 5, "test": 7}
 
 

@@ -687,12 +687,13 @@ def test_demo_starts_from_a_foundation(toy_foundation, tmp_path):
     assert lm and all(torch.equal(before[k], after[k]) for k in lm)  # the caption stage: connector only
     sft = load_file(out / "sft" / "model" / "model.safetensors")
     assert any(not torch.equal(after[k], sft[k]) for k in lm)  # later stages train the LLM again
-    # the cold start at the reference's rate, SFT at 1e-4 (on many more answers, item 43), GRPO longer
-    # at a higher rate (docs/tiny-study.md, item 30), the fresh model's own rates otherwise
+    # the configs' own rates (the recipe from the foundation): the cold start at the reference's rate, SFT
+    # at 1e-4 (on many more answers, item 43), GRPO longer at a higher rate (docs/tiny-study.md, item 30);
+    # a fresh model's demo gets other ones (FRESH_OVERRIDES)
     for stage, key, value in [("sft", "lr", 1e-4), ("coldstart", "lr", 1e-5), ("coldstart", "epochs", 1),
                               ("grpo", "lr", 3e-5)]:
         assert yaml.safe_load((out / stage / "config.yaml").read_text())["optim"][key] == value
-        assert yaml.safe_load((PACKAGED_CONFIGS / f"{stage}.yaml").read_text())["optim"][key] != value
+        assert yaml.safe_load((PACKAGED_CONFIGS / f"{stage}.yaml").read_text())["optim"][key] == value
     # GRPO trains on the families the cold start answers above chance (the family probe); the choice
     # is in the run folder, made from the rl split's own families
     assert yaml.safe_load((out / "grpo" / "config.yaml").read_text())["data"]["family_probe"] == 64
@@ -719,25 +720,54 @@ def test_a_foundation_demo_draws_a_larger_rl_split_than_its_grpo_steps_use():
     keeps its smaller split (and its time budget) and no probe. SFT from a foundation sees more
     option answers, and with `--full` many more."""
     from tinyvr.config import load_config
-    from tinyvr.data.synthetic import FAMILIES
-    from tinyvr.recipes.demo import DEMO_SIZES, FOUNDATION_OVERRIDES, FULL, demo_sizes, split_stage_overrides
+    from tinyvr.data.synthetic import DEFAULT_SIZES, FAMILIES
+    from tinyvr.recipes.demo import DEMO_SIZES, FULL, demo_sizes, start_overrides
 
-    cfg = load_config("configs/tiny/grpo.yaml", FOUNDATION_OVERRIDES["grpo"])
+    cfg = load_config("configs/tiny/grpo.yaml", start_overrides("grpo", "runs/f"))
     assert cfg.data.family_probe > 0 and not cfg.data.families
-    assert load_config("configs/tiny/grpo.yaml").data.family_probe == 0
+    assert load_config("configs/tiny/grpo.yaml", start_overrides("grpo", "")).data.family_probe == 0
     kept = demo_sizes("runs/f")["rl"] * 5 // len(FAMILIES)
     assert kept >= cfg.optim.max_steps * cfg.optim.batch_size > demo_sizes("")["rl"]
     assert demo_sizes("") == DEMO_SIZES and demo_sizes("") is not DEMO_SIZES
-    # SFT from a foundation sees 8,000 option answers (72,000 with --full); the evaluation splits and
-    # the cold start stay
+    # SFT from a foundation sees 8,000 option answers (72,000 with --full: the data's default sizes);
+    # the evaluation splits and the cold start stay
     assert demo_sizes("runs/f")["sft"] == 8000 == 4 * DEMO_SIZES["sft"]
-    assert demo_sizes("runs/f", FULL["sizes"])["sft"] == 72000 and FULL["seeds"] >= 3
-    # --full's 400 GRPO steps still see every prompt once
-    _, full_grpo = split_stage_overrides(FULL["overrides"])
-    steps = load_config("configs/tiny/grpo.yaml", FOUNDATION_OVERRIDES["grpo"] + full_grpo["grpo"]).optim.max_steps
+    assert demo_sizes("runs/f", full=True) == DEFAULT_SIZES and DEFAULT_SIZES["sft"] == 72000 and FULL["seeds"] >= 3
+    # --full's 400 GRPO steps (the config's own) still see every prompt once
+    steps = load_config("configs/tiny/grpo.yaml", start_overrides("grpo", "runs/f", full=True)).optim.max_steps
     assert steps == 400 > cfg.optim.max_steps and kept >= steps * cfg.optim.batch_size
     assert {k: v for k, v in demo_sizes("runs/f").items() if k not in ("rl", "sft")} == {
         k: v for k, v in DEMO_SIZES.items() if k not in ("rl", "sft")}
+
+
+def test_the_stage_configs_are_the_foundation_recipe_and_the_fresh_model_gets_its_own_rates():
+    """configs/tiny/ is the recipe from the foundation that meets the measured bars: `--full` runs it
+    as written; the quick demo only shortens GRPO; a fresh model gets the rates it needs to learn the
+    format at all (items 27-28: from a foundation those erase its reason-mode skill)."""
+    from tinyvr.config import load_config
+    from tinyvr.recipes.demo import STAGES, start_overrides
+
+    def cfg(stage, foundation="runs/f", full=False):
+        return load_config(f"configs/tiny/{stage}.yaml", start_overrides(stage, foundation, full))
+
+    assert all(start_overrides(st, "runs/f", full=True) == [] for st in STAGES)
+    # as the issue and the reference: the caption stage trains the connector only, the cold start runs
+    # 4 steps of 4 at a constant 1e-5
+    assert cfg("pretrain").model.trainable == ["connector"]
+    assert cfg("pretrain").model.init_from == "foundations/tiny/model"
+    c = cfg("coldstart")
+    assert (c.optim.lr, c.optim.epochs, c.optim.scheduler, c.optim.batch_size) == (1e-5, 1, "constant", 4)
+    assert cfg("sft").optim.lr == 1e-4
+    g, quick = cfg("grpo", full=True), cfg("grpo")
+    assert (g.optim.lr, g.optim.max_steps, g.data.family_probe) == (3e-5, 400, 64)
+    assert (quick.optim.lr, quick.optim.max_steps, quick.data.family_probe) == (3e-5, 300, 64)
+    # a fresh, random model
+    assert cfg("pretrain", "").model.trainable == ["vision_tower", "connector", "language_model"]
+    assert cfg("sft", "").optim.lr == 5e-4
+    c = cfg("coldstart", "")
+    assert (c.optim.lr, c.optim.epochs) == (5e-4, 25)
+    g = cfg("grpo", "")
+    assert (g.optim.lr, g.optim.max_steps, g.data.family_probe) == (1e-5, 30, 0)
 
 
 def test_runs_right_counts_whole_answers():

@@ -85,6 +85,15 @@ def test_validate_checks_model_rewards_and_eval_file(grpo_files, data_root, tiny
     ok = grpo_args(tiny_model, data_root, tiny_data / "rl.jsonl")
     with pytest.raises(CheckpointError, match="model.init_from: .* is not a model folder"):
         validate_run("configs/tiny/grpo.yaml", ok + [f"model.init_from={tmp_path}"])
+    # a model folder without its weights, as git leaves the tiny foundation's: named, with the way to build them
+    bare = tmp_path / "foundations" / "tiny" / "model"
+    shutil.copytree(tiny_model, bare, ignore=shutil.ignore_patterns("*.safetensors"))
+    with pytest.raises(CheckpointError, match=r"model.init_from: .*foundations/tiny/model has no weights .*make foundation"):
+        validate_run("configs/tiny/grpo.yaml", ok + [f"model.init_from={bare}"])
+    other = tmp_path / "elsewhere"
+    shutil.copytree(bare, other)
+    with pytest.raises(CheckpointError, match=r"elsewhere has no weights \(\*\.safetensors\)$"):
+        validate_run("configs/tiny/grpo.yaml", ok + [f"model.init_from={other}"])
     with pytest.raises(ConfigError, match="rl.reward: .*cannot import module 'no_such_reward_pkg'"):
         validate_run("configs/tiny/grpo.yaml", ok + ["rl.reward=no_such_reward_pkg:score"])
     with pytest.raises(ConfigError, match="data.train_file: not set"):
@@ -115,6 +124,7 @@ def test_validate_names_a_row_without_a_family_when_the_family_probe_is_on(data_
     del row["family"]
     rl = data_root / "rl_nofamily.jsonl"
     rl.write_text("\n".join([lines[0], json.dumps(row)] + lines[2:]) + "\n")
-    assert "rows read" in validate_run("configs/tiny/grpo.yaml", grpo_args(tiny_model, data_root, rl))
+    assert "rows read" in validate_run("configs/tiny/grpo.yaml", grpo_args(tiny_model, data_root, rl,
+                                                                         "data.family_probe=0"))
     with pytest.raises(ConfigError, match=r"data.family_probe: line 2 of .*rl_nofamily.jsonl has no 'family'"):
         validate_run("configs/tiny/grpo.yaml", grpo_args(tiny_model, data_root, rl, "data.family_probe=8"))

@@ -32,25 +32,20 @@ ABLATIONS = {  # name -> GRPO overrides (the paper's ablations)
     "no_wrong_penalty": ["rl.wrong_penalty=false"],
     "no_noise": ["rl.noise_std=0.0"],
 }
-# With a foundation (`tinyvr foundation`), tower and LLM come pretrained, so the later stages run at
-# the reference's own rates where they can: the caption stage trains the connector only and the cold
-# start runs one epoch (4 steps of 4) at lr 1e-5. A fresh tiny model needs its LLM trained in the
-# caption stage and far more (lr 5e-4, 25 epochs) to learn the format at all; from a foundation those
-# rates erase its reason-mode skill (docs/tiny-study.md, items 27-28). SFT runs at lr 1e-4: option
-# mode grows with the answers SFT sees, 27 -> 52 on a validation set from 2,000 at 2e-5 to 72,000 at
-# 1e-4, while reason mode falls, which GRPO then wins back (items 41, 43); the demo's default sees
-# 8,000 (minutes), `--full` 72,000 (4,500 steps, about 50 min here). GRPO runs at lr 3e-5 on a
-# larger `rl` split, each prompt seen once, from the question families the cold start answers above
-# chance (the family probe, `data.family_probe`: 64 training prompts per family, answered greedily):
-# 100 steps on a few hundred prompts did not move held-out accuracy; 400 steps on the five families a
-# validation set picked raised it by 4 points over three seeds; with all eight families, by 2 and
-# towards one letter (items 30-31). `--full` runs those 400 steps; the default 300, so that the main
-# command stays within 15 minutes here (item 44).
-FOUNDATION_OVERRIDES = {
-    "pretrain": ["model.trainable=[connector]"],
-    "sft": ["optim.lr=1e-4"],
-    "coldstart": ["optim.lr=1e-5", "optim.epochs=1"],
-    "grpo": ["optim.lr=3e-5", "optim.max_steps=300", "data.family_probe=64"],
+# The stage configs (configs/tiny/) are the tiny recipe from the foundation, what meets both measured
+# bars: `tinyvr demo --full` runs them as written, on `tinyvr data synth`'s default sizes (SFT on 72,000
+# option answers, GRPO 400 steps; about 100 min here with R1 at three seeds, items 41-43). The demo's
+# default shortens it to fit the main command's 15 minutes (item 44): SFT sees 8,000 answers, GRPO runs
+# 300 steps.
+QUICK_OVERRIDES = {"grpo": ["optim.max_steps=300"]}
+# A fresh, random tiny model (no foundation) needs its tower and LLM trained in the caption stage and
+# far larger steps to learn the format at all (from a foundation those rates erase its reason-mode
+# skill, items 27-28); its GRPO runs the 30 steps of the first demos on all eight families.
+FRESH_OVERRIDES = {
+    "pretrain": ["model.trainable=[vision_tower,connector,language_model]"],
+    "sft": ["optim.lr=5e-4"],
+    "coldstart": ["optim.lr=5e-4", "optim.epochs=25"],
+    "grpo": ["optim.lr=1e-5", "optim.max_steps=30", "data.family_probe=0"],
 }
 
 
@@ -73,18 +68,20 @@ def split_stage_overrides(overrides: list[str]) -> tuple[list[str], dict[str, li
     return common, per_stage
 
 
-def start_overrides(stage: str, foundation: str) -> list[str]:
-    """The overrides a stage gets for the model the demo starts from (none for a fresh model)."""
-    return FOUNDATION_OVERRIDES.get(stage, []) if foundation else []
+def start_overrides(stage: str, foundation: str, full: bool = False) -> list[str]:
+    """The overrides a stage gets for the model the demo starts from: a fresh model's rates, the quick
+    run's shorter GRPO from a foundation, none with `--full` (the configs as written)."""
+    if not foundation:
+        return FRESH_OVERRIDES.get(stage, [])
+    return [] if full else QUICK_OVERRIDES.get(stage, [])
 
 
+# the splits a fresh model's demo draws (minutes); from a foundation the quick run draws the default
+# sizes but 8,000 option answers for SFT, `--full` the default sizes (`tinyvr data synth`'s)
 DEMO_SIZES = {"pretrain": 1000, "sft": 2000, "rl": 600, "test": 200, "test_heldout": 200, "coldstart": 16}
-# GRPO's 400 steps (--full) x 4 prompts need 1,600 prompts of the kept families (5 of 8 kept: 2,600); SFT's
-# option answers, see FOUNDATION_OVERRIDES
-FOUNDATION_SIZES = {**DEMO_SIZES, "sft": 8000, "rl": 2600}
-# `tinyvr demo --full`: what meets both measured bars from the foundation (items 41-43; about
-# 100 min here): SFT on 72,000 option answers, 400 GRPO steps, R1 at three seeds side by side
-FULL = {"sizes": {"sft": 72000}, "seeds": 3, "jobs": 3, "overrides": ["grpo:optim.max_steps=400"]}
+QUICK_SFT = 8000
+# `tinyvr demo --full`: the configs as written, R1 at three GRPO seeds side by side
+FULL = {"seeds": 3, "jobs": 3}
 
 
 def resolve_foundation(arg: str | None) -> str:
@@ -104,10 +101,16 @@ def resolve_foundation(arg: str | None) -> str:
     return "" if arg.strip().lower() == "none" else arg
 
 
-def demo_sizes(foundation: str, given: dict[str, int] | None = None) -> dict[str, int]:
+def demo_sizes(foundation: str, given: dict[str, int] | None = None, full: bool = False) -> dict[str, int]:
     """The split sizes the demo generates for the model it starts from: `given` (`--sizes`) where it
-    names a split, the demo's default elsewhere."""
-    return {**(FOUNDATION_SIZES if foundation else DEMO_SIZES), **(given or {})}
+    names a split, elsewhere the data's defaults with `--full`, else the quick run's."""
+    from tinyvr.data.synthetic import DEFAULT_SIZES
+
+    if full:
+        base = dict(DEFAULT_SIZES)
+    else:
+        base = {**DEFAULT_SIZES, "sft": QUICK_SFT} if foundation else dict(DEMO_SIZES)
+    return {**base, **(given or {})}
 
 
 def _config_dir(config_dir: str) -> Path:
@@ -360,7 +363,7 @@ def _check_reused_data(path: Path, manifest: dict, *, seed: int, sizes: dict[str
 def run_demo(out: str = "runs/demo", *, ablations: bool = False, seeds: int = 1, seed: int = 0,
              fresh: bool = False, config_dir: str = "", overrides: list[str] | None = None,
              eval_limit: int = 0, sizes: dict[str, int] | None = None, foundation: str = "",
-             jobs: int = 1) -> Path:
+             jobs: int = 1, full: bool = False) -> Path:
     from tinyvr.config import load_config
     from tinyvr.data.synthetic import generate_dataset
     from tinyvr.recipes.common import init_model_folder
@@ -383,7 +386,7 @@ def run_demo(out: str = "runs/demo", *, ablations: bool = False, seeds: int = 1,
 
     banner("1/6 synthetic video-reasoning data")
     data = out / "data"
-    sizes = demo_sizes(foundation, sizes)
+    sizes = demo_sizes(foundation, sizes, full)
     if not (data / "manifest.json").is_file():
         generate_dataset(data, seed=seed, sizes=sizes)
     manifest = json.loads((data / "manifest.json").read_text())
@@ -408,10 +411,10 @@ def run_demo(out: str = "runs/demo", *, ablations: bool = False, seeds: int = 1,
     for i, stage in enumerate(STAGES):
         banner(f"{3 + (i >= 3)}/6 {stage}")
         if stage == "grpo" and jobs > 1 and (ablations or seeds > 1):  # R1 and the other GRPO runs side by side
-            train_in_parallel(cfg_dir, grpo_runs(out, data, start_overrides("grpo", foundation) + overrides,
+            train_in_parallel(cfg_dir, grpo_runs(out, data, start_overrides("grpo", foundation, full) + overrides,
                                                  seeds=seeds, seed=seed, variants=variants), jobs)
         models[stage] = run_stage_once(stage, cfg_dir, stage_overrides(stage, out, data, seed)
-                                       + start_overrides(stage, foundation) + common + per_stage.get(stage, []))
+                                       + start_overrides(stage, foundation, full) + common + per_stage.get(stage, []))
 
     banner("5/6 evaluation: SFT / ColdStart / R1 x test / test_heldout x option / reason")
     eval_cfg = load_config(cfg_dir / "grpo.yaml", overrides)
@@ -428,7 +431,7 @@ def run_demo(out: str = "runs/demo", *, ablations: bool = False, seeds: int = 1,
     # R1 at more seeds (the first is the R1 stage above), and the ablations: the spread a gain must beat
     seed_runs = None
     if ablations or seeds > 1:
-        seed_runs = run_ablations(out, data, cfg_dir, start_overrides("grpo", foundation) + overrides,
+        seed_runs = run_ablations(out, data, cfg_dir, start_overrides("grpo", foundation, full) + overrides,
                                   seeds=seeds, seed=seed, eval_cfg=eval_cfg, limit=eval_limit, variants=variants)
     ablation_summary = seed_runs if ablations else None
     held = {row: outcomes[row]["test_heldout"]["reason"] for row in ("coldstart", "r1")}

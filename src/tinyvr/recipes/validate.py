@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from tinyvr.config import TrainConfig, load_config
-from tinyvr.errors import CheckpointError, ConfigError, DataError
+from tinyvr.errors import ConfigError, DataError
 
 MAX_LISTED = 20  # bad rows / videos named in a report
 
@@ -93,8 +93,9 @@ def preflight(cfg: TrainConfig, *, data: str | Path | None = None, decode: bool 
     """
     lines = [f"config: ok (stage {cfg.stage})"]
     if cfg.model.init_from:
-        if not (Path(cfg.model.init_from) / "config.json").is_file():
-            raise CheckpointError(f"model.init_from: {cfg.model.init_from} is not a model folder (no config.json)")
+        from tinyvr.recipes.common import check_model_folder
+
+        check_model_folder(cfg.model.init_from, "model.init_from")
         lines.append(f"model {cfg.model.init_from}: ok")
     if cfg.stage == "grpo":  # user rewards are imported here because the config names them
         from tinyvr.rl.rewards import get_reward_fn

@@ -37,11 +37,13 @@ from .scene import (
 
 GENERATOR_VERSION = "tinyvr-synthetic-4"  # 4: traces end with the option check
 SPLITS: tuple[str, ...] = ("pretrain", "sft", "rl", "test", "test_heldout", "coldstart")
-# Sized for the CPU demo (about a minute with 2 workers); every split can be resized.
+# Sized for the tiny recipe (configs/tiny/): SFT's option mode grows with the answers it sees, and
+# GRPO's 400 steps of 4 prompts from the families it keeps need 2,600 (about 10 min with 2 workers,
+# 0.8 GB); `tinyvr demo` draws smaller splits for its quick runs. Every split can be resized.
 DEFAULT_SIZES: dict[str, int] = {
     "pretrain": 1000,
-    "sft": 2000,
-    "rl": 600,
+    "sft": 72000,
+    "rl": 2600,
     "test": 200,
     "test_heldout": 200,
     "coldstart": 16,
