@@ -258,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = dsub.add_parser("synth", help="generate the synthetic video-reasoning dataset (.mp4 + json)")
     d.add_argument("--out", required=True)
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--sizes", default="", help="e.g. pretrain=800,sft=2000,rl=600,test=200,test_heldout=200")
+    d.add_argument("--sizes", default="", help="e.g. pretrain=800,sft=2000,rl=600,test=200,test_heldout=200 "
+                   "(splits not given: the tiny recipe's sizes, 72,000 for sft, about 10 min in all)")
     d.add_argument("--workers", type=int, default=None)
     d.add_argument("--frame-size", type=int, default=64)
     d.add_argument("--quiet", action="store_true")
