@@ -68,20 +68,22 @@ def is_model_folder(path: str | Path) -> bool:
     return (Path(path) / "config.json").is_file()
 
 
-def check_model_folder(path: str | Path, where: str = "") -> None:
-    """A starting model that can load: its config.json, and a tinyvr folder's safetensors. Git holds the
-    tiny foundation's folder without its weights, so that case says how to build them."""
+def check_model_folder(path: str | Path, where: str = "") -> dict:
+    """A starting model that can load: its config.json (returned), and a tinyvr folder's safetensors. Git
+    holds the tiny foundation's folder without its weights, so that case says how to build them."""
     path, where = Path(path), f"{where}: " if where else ""
     if not is_model_folder(path):
         raise CheckpointError(f"{where}{path} is not a model folder (no config.json)")
-    if json.loads((path / "config.json").read_text()).get("model_type") == "tinyllava":
-        return  # the reference layout keeps its weights in its own files (model/reference.py checks them)
+    cfg = json.loads((path / "config.json").read_text())
+    if cfg.get("model_type") == "tinyllava":
+        return cfg  # the reference layout keeps its weights in its own files (model/reference.py checks them)
     if not any(path.glob("*.safetensors")):
         hint = ""
         if path.parent.parent.name == "foundations":
             hint = ("; git does not carry the tiny foundation's weights: build them once with `make foundation` "
                     "(about 90 min), or start from a fresh tiny model with model.init_from=''")
         raise CheckpointError(f"{where}{path} has no weights (*.safetensors){hint}")
+    return cfg
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
@@ -94,9 +96,8 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", dtype: torc
     from tinyvr.model import TinyVideoForConditionalGeneration
 
     path = Path(path)
-    check_model_folder(path)
+    cfg = check_model_folder(path)
     attn_implementation = pick_attention(attn_implementation, torch.device(device), dtype)
-    cfg = json.loads((path / "config.json").read_text())
     if cfg.get("model_type") == "tinyllava":
         from tinyvr.model.reference import load_reference
 

@@ -15,6 +15,7 @@ import statistics
 import time
 from pathlib import Path
 
+from tinyvr.data.synthetic import DEFAULT_SIZES
 from tinyvr.utils.logging import banner, info
 
 PACKAGED_CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "tiny"
@@ -78,7 +79,7 @@ def start_overrides(stage: str, foundation: str, full: bool = False) -> list[str
 
 # the splits a fresh model's demo draws (minutes); from a foundation the quick run draws the default
 # sizes but 8,000 option answers for SFT, `--full` the default sizes (`tinyvr data synth`'s)
-DEMO_SIZES = {"pretrain": 1000, "sft": 2000, "rl": 600, "test": 200, "test_heldout": 200, "coldstart": 16}
+DEMO_SIZES = {**DEFAULT_SIZES, "sft": 2000, "rl": 600}
 QUICK_SFT = 8000
 # `tinyvr demo --full`: the configs as written, R1 at three GRPO seeds side by side
 FULL = {"seeds": 3, "jobs": 3}
@@ -104,8 +105,6 @@ def resolve_foundation(arg: str | None) -> str:
 def demo_sizes(foundation: str, given: dict[str, int] | None = None, full: bool = False) -> dict[str, int]:
     """The split sizes the demo generates for the model it starts from: `given` (`--sizes`) where it
     names a split, elsewhere the data's defaults with `--full`, else the quick run's."""
-    from tinyvr.data.synthetic import DEFAULT_SIZES
-
     if full:
         base = dict(DEFAULT_SIZES)
     else:
